@@ -1,0 +1,20 @@
+//! Tether's Durable Objects as plain, natively tested logic, plus the types every side shares.
+//!
+//! - [`org`]: an organisation's projects, task statuses and tasks, owned by one Org Durable
+//!   Object ([`org::store::Store`] over [`sql::Sql`]).
+//! - [`error`], [`ids`], [`validate`], [`time`]: the public error shape, resource ids, field
+//!   caps and timestamps that the Worker, the objects and the daemon agree on.
+//! - `objects` (feature `worker`): the Durable Object classes, thin workers-rs adapters.
+//!
+//! Without the `worker` feature this crate depends on serde and friends only, so the daemon and
+//! the Spin component use the same types.
+
+pub mod error;
+pub mod ids;
+pub mod org;
+pub mod sql;
+pub mod time;
+pub mod validate;
+
+#[cfg(feature = "worker")]
+pub mod objects;

@@ -1,0 +1,51 @@
+//! An organisation's own data (projects, task statuses, tasks), owned by one Org Durable Object.
+//!
+//! The Worker authenticates a caller, then sends the org's object an [`OrgCall`]: who is asking,
+//! the org's task prefix, and one [`OrgOp`]. [`store::Store`] carries it out in one SQLite
+//! transaction and answers JSON. The object class itself is a thin adapter in
+//! [`crate::objects`].
+
+pub mod model;
+mod schema;
+pub mod store;
+
+use model::{
+    CreateProject, CreateTask, CreateTaskStatus, PageQuery, TaskQuery, UpdateProject, UpdateTask,
+    UpdateTaskStatus,
+};
+use serde::{Deserialize, Serialize};
+
+/// One request from the Worker to an org's Durable Object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrgCall {
+    pub org_id: String,
+    /// The member acting, recorded as `created_by`.
+    pub actor: String,
+    pub op: OrgOp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", content = "args", rename_all = "snake_case")]
+pub enum OrgOp {
+    ListProjects(PageQuery),
+    GetProject { id: String },
+    CreateProject(CreateProject),
+    UpdateProject { id: String, patch: UpdateProject },
+    DeleteProject { id: String },
+    ListStatuses,
+    CreateStatus(CreateTaskStatus),
+    UpdateStatus { id: String, patch: UpdateTaskStatus },
+    DeleteStatus { id: String, replace_with: Option<String> },
+    ListTasks(TaskQuery),
+    /// `key` is a task id or a slug such as `TET-12`.
+    GetTask { key: String },
+    /// `prefix` is the org's current task prefix (kept in D1 with the org) for the new slug.
+    CreateTask { task: CreateTask, prefix: String },
+    UpdateTask { key: String, patch: UpdateTask },
+    DeleteTask { key: String },
+    /// A member left the org: their tasks become unassigned.
+    UnassignMember { member_id: String },
+    /// The org was deleted: drop everything and answer 404 from now on (org ids are never
+    /// reused, so a token minted before the deletion cannot bring the org back to life).
+    Destroy,
+}

@@ -1,0 +1,95 @@
+//! The Org Durable Object's SQLite schema, as ordered migrations recorded in `meta`.
+
+use crate::sql::{Sql, SqlError};
+
+/// Each entry moves the schema from version `i` to `i + 1`. Append only.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO counters (name, value) VALUES ('task_number', 0), ('task_count', 0);
+
+CREATE TABLE projects (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    repo_url TEXT,
+    default_branch TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX projects_name ON projects (name COLLATE NOCASE);
+
+CREATE TABLE task_statuses (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    category TEXT NOT NULL
+        CHECK (category IN ('backlog', 'unstarted', 'started', 'completed', 'canceled')),
+    color TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX task_statuses_name ON task_statuses (name COLLATE NOCASE);
+
+INSERT INTO task_statuses (id, name, category, color, position, created_at, updated_at)
+SELECT 'sts_' || lower(hex(randomblob(16))), name, category, color, position,
+       CAST(strftime('%s', 'now') AS INTEGER) * 1000, CAST(strftime('%s', 'now') AS INTEGER) * 1000
+FROM (SELECT 'Backlog' AS name, 'backlog' AS category, '#95a2b3' AS color, 0 AS position
+      UNION ALL SELECT 'Todo', 'unstarted', '#e2e2e2', 1
+      UNION ALL SELECT 'In Progress', 'started', '#f2c94c', 2
+      UNION ALL SELECT 'Done', 'completed', '#5e6ad2', 3
+      UNION ALL SELECT 'Canceled', 'canceled', '#95a2b3', 4);
+
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY,
+    number INTEGER NOT NULL UNIQUE,
+    slug TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    status_id TEXT NOT NULL REFERENCES task_statuses (id),
+    project_id TEXT REFERENCES projects (id),
+    assignee_id TEXT,
+    labels TEXT NOT NULL,
+    created_by TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX tasks_status ON tasks (status_id, number);
+CREATE INDEX tasks_assignee ON tasks (assignee_id, number);
+CREATE INDEX tasks_project ON tasks (project_id, number);
+"];
+
+#[derive(serde::Deserialize)]
+struct Version {
+    value: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum State {
+    Ready,
+    /// The org was deleted; only its tombstone is left.
+    Destroyed,
+}
+
+/// Brings the database up to the newest schema. Cheap when it already is.
+pub fn migrate(sql: &impl Sql) -> Result<State, SqlError> {
+    sql.execute_script("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")?;
+    if sql.query_one::<Version>("SELECT value FROM meta WHERE key = 'destroyed'", &[])?.is_some() {
+        return Ok(State::Destroyed);
+    }
+    let current: usize = sql
+        .query_one::<Version>("SELECT value FROM meta WHERE key = 'schema_version'", &[])?
+        .and_then(|v| v.value.parse().ok())
+        .unwrap_or(0);
+    for (i, script) in MIGRATIONS.iter().enumerate().skip(current) {
+        sql.transaction(|| {
+            sql.execute_script(script)?;
+            sql.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[((i + 1).to_string()).into()],
+            )
+            .map(drop)
+        })?;
+    }
+    Ok(State::Ready)
+}

@@ -1,0 +1,200 @@
+//! The one storage interface the store logic is written against.
+//!
+//! A Durable Object's SQLite (`ctx.storage.sql`) is synchronous, so this trait is too. The
+//! Durable Object adapter lives in [`crate::objects`]; a rusqlite adapter (feature
+//! `native-sqlite`) runs the very same SQL in native unit tests.
+
+use serde::de::DeserializeOwned;
+
+/// A value bound to a `?` placeholder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+}
+
+impl From<i64> for SqlValue {
+    fn from(v: i64) -> Self {
+        Self::Integer(v)
+    }
+}
+
+impl From<&str> for SqlValue {
+    fn from(v: &str) -> Self {
+        Self::Text(v.to_owned())
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(v: String) -> Self {
+        Self::Text(v)
+    }
+}
+
+impl From<&String> for SqlValue {
+    fn from(v: &String) -> Self {
+        Self::Text(v.clone())
+    }
+}
+
+impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Self::Null, Into::into)
+    }
+}
+
+/// A failure of the underlying database. Carries the engine's message; the engine's own error
+/// type does not cross the Wasm boundary, so the message is all there is.
+#[derive(Debug, thiserror::Error)]
+#[error("sql: {message}")]
+pub struct SqlError {
+    pub message: String,
+    /// True when SQLite reported a UNIQUE/PRIMARY KEY constraint violation.
+    pub unique_violation: bool,
+}
+
+impl SqlError {
+    pub fn new(message: impl Into<String>) -> Self {
+        let message = message.into();
+        let unique_violation = message.contains("UNIQUE constraint failed");
+        Self { message, unique_violation }
+    }
+}
+
+/// Synchronous SQL access with rows decoded through serde (column name -> field).
+pub trait Sql {
+    fn query<T: DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<T>, SqlError>;
+
+    /// Runs a statement that returns no rows; answers how many rows it changed.
+    fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, SqlError>;
+
+    /// Runs several `;`-separated statements without parameters (schema changes).
+    fn execute_script(&self, sql: &str) -> Result<(), SqlError>;
+
+    /// Runs `f` atomically: every write it made is rolled back when it returns `Err`.
+    fn transaction<R, E: From<SqlError>>(&self, f: impl FnOnce() -> Result<R, E>) -> Result<R, E>;
+
+    fn query_one<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: &[SqlValue],
+    ) -> Result<Option<T>, SqlError> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+}
+
+#[cfg(any(test, feature = "native-sqlite"))]
+pub use native::NativeSql;
+
+#[cfg(any(test, feature = "native-sqlite"))]
+mod native {
+    use super::{Sql, SqlError, SqlValue};
+    use rusqlite::types::{ToSqlOutput, ValueRef};
+    use serde::de::DeserializeOwned;
+    use std::cell::RefCell;
+
+    /// An in-memory (or file) SQLite database through rusqlite, for native tests.
+    pub struct NativeSql {
+        conn: RefCell<rusqlite::Connection>,
+    }
+
+    impl std::fmt::Debug for NativeSql {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("NativeSql")
+        }
+    }
+
+    impl NativeSql {
+        pub fn open_in_memory() -> Result<Self, SqlError> {
+            let conn = rusqlite::Connection::open_in_memory().map_err(err)?;
+            // D1 and Durable Object SQLite both enforce foreign keys.
+            conn.execute_batch("PRAGMA foreign_keys = ON;").map_err(err)?;
+            Ok(Self { conn: RefCell::new(conn) })
+        }
+    }
+
+    fn err(e: rusqlite::Error) -> SqlError {
+        SqlError::new(e.to_string())
+    }
+
+    impl rusqlite::ToSql for SqlValue {
+        fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+            Ok(match self {
+                SqlValue::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+                SqlValue::Integer(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+                SqlValue::Real(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
+                SqlValue::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            })
+        }
+    }
+
+    fn to_json(v: ValueRef<'_>) -> serde_json::Value {
+        match v {
+            ValueRef::Null => serde_json::Value::Null,
+            ValueRef::Integer(i) => i.into(),
+            ValueRef::Real(f) => f.into(),
+            ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
+            ValueRef::Blob(b) => b.to_vec().into(),
+        }
+    }
+
+    impl Sql for NativeSql {
+        fn query<T: DeserializeOwned>(
+            &self,
+            sql: &str,
+            params: &[SqlValue],
+        ) -> Result<Vec<T>, SqlError> {
+            let conn = self.conn.borrow();
+            let mut stmt = conn.prepare(sql).map_err(err)?;
+            let names: Vec<String> = stmt.column_names().map(str::to_owned).collect();
+            let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(err)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(err)? {
+                let mut obj = serde_json::Map::new();
+                for (i, name) in names.iter().enumerate() {
+                    obj.insert(name.clone(), to_json(row.get_ref(i).map_err(err)?));
+                }
+                out.push(
+                    serde_json::from_value(obj.into())
+                        .map_err(|e| SqlError::new(format!("decoding row: {e}")))?,
+                );
+            }
+            Ok(out)
+        }
+
+        fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, SqlError> {
+            let n = self
+                .conn
+                .borrow()
+                .execute(sql, rusqlite::params_from_iter(params))
+                .map_err(err)?;
+            Ok(n as u64)
+        }
+
+        fn execute_script(&self, sql: &str) -> Result<(), SqlError> {
+            self.conn.borrow().execute_batch(sql).map_err(err)
+        }
+
+        fn transaction<R, E: From<SqlError>>(
+            &self,
+            f: impl FnOnce() -> Result<R, E>,
+        ) -> Result<R, E> {
+            self.conn.borrow().execute_batch("SAVEPOINT tx").map_err(err)?;
+            match f() {
+                Ok(r) => {
+                    self.conn.borrow().execute_batch("RELEASE tx").map_err(err)?;
+                    Ok(r)
+                }
+                Err(e) => {
+                    self.conn
+                        .borrow()
+                        .execute_batch("ROLLBACK TO tx; RELEASE tx")
+                        .map_err(err)?;
+                    Err(e)
+                }
+            }
+        }
+    }
+}
