@@ -128,7 +128,7 @@ pub struct UpdateTaskStatus {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct DeleteTaskStatusQuery {
     /// Move the tasks that use the deleted status to this one. Required when tasks use it.
@@ -204,7 +204,7 @@ pub struct UpdateTask {
 
 /// Filters and paging for listing tasks. Tasks come newest first.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct TaskQuery {
     pub status_id: Option<String>,
@@ -222,7 +222,7 @@ pub struct TaskQuery {
 
 /// Paging for the other lists.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     pub cursor: Option<String>,

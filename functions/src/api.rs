@@ -1,0 +1,196 @@
+//! The REST API: routing, authentication, rate limiting, and the handlers in [`api`](self)'s
+//! submodules (one per resource).
+
+mod auth_routes;
+mod keys;
+mod members;
+mod org_data;
+mod orgs;
+
+use crate::auth::{self, Principal};
+use crate::backend::{Backend, OrgStore, RateLimiter};
+use crate::directory;
+use crate::error::ApiError;
+use crate::http::{self as h, Request, Response};
+use crate::public;
+use http::Method;
+use tether_durable::org::{OrgCall, OrgOp};
+use tether_durable::time::now_ms;
+
+pub use auth_routes::{Me, Token};
+
+/// Serves one request. Never panics on input; every failure is a JSON error response.
+pub async fn handle(app: &impl Backend, req: Request, runtime: &str) -> Response {
+    if let Some(res) = public::handle(&req, runtime) {
+        return res;
+    }
+    match route(app, &req).await {
+        Ok(res) => res,
+        Err(e) => h::error(&e),
+    }
+}
+
+fn method_not_allowed(allowed: &str) -> Result<Response, ApiError> {
+    Err(ApiError::new(http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("use {allowed}")))
+}
+
+async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> {
+    let path = req.uri().path();
+    let segs: Vec<&str> = path.strip_prefix('/').unwrap_or(path).trim_end_matches('/').split('/').collect();
+    let m = req.method();
+
+    // Routes that authenticate by other means than a member's credential.
+    match segs.as_slice() {
+        ["v1", "bootstrap"] => {
+            return if m == Method::POST { auth_routes::bootstrap(app, req).await } else { method_not_allowed("POST") };
+        }
+        ["v1", "auth", "token"] => {
+            return if m == Method::POST { auth_routes::token(app, req).await } else { method_not_allowed("POST") };
+        }
+        _ => {}
+    }
+
+    let p = authenticate(app, req).await?;
+    let p = &p;
+    match (segs.as_slice(), m.clone()) {
+        (["v1", "me"], Method::GET) => auth_routes::me(app, p).await,
+
+        (["v1", "orgs"], Method::GET) => orgs::list(app, p).await,
+        (["v1", "orgs"], Method::POST) => orgs::create(app, p, req).await,
+        (["v1", "orgs", id], Method::GET) => orgs::get(app, p, id).await,
+        (["v1", "orgs", id], Method::PATCH) => orgs::update(app, p, id, req).await,
+        (["v1", "orgs", id], Method::DELETE) => orgs::delete(app, p, id).await,
+
+        (["v1", "members"], Method::GET) => members::list(app, p).await,
+        (["v1", "members"], Method::POST) => members::create(app, p, req).await,
+        (["v1", "members", id], Method::GET) => members::get(app, p, id).await,
+        (["v1", "members", id], Method::PATCH) => members::update(app, p, id, req).await,
+        (["v1", "members", id], Method::DELETE) => members::delete(app, p, id).await,
+
+        (["v1", "api-keys"], Method::GET) => keys::list(app, p, req).await,
+        (["v1", "api-keys"], Method::POST) => keys::create(app, p, req).await,
+        (["v1", "api-keys", id], Method::GET) => keys::get(app, p, id).await,
+        (["v1", "api-keys", id], Method::DELETE) => keys::revoke(app, p, id).await,
+
+        (["v1", "projects"], Method::GET) => org_data::list_projects(app, p, req).await,
+        (["v1", "projects"], Method::POST) => org_data::create_project(app, p, req).await,
+        (["v1", "projects", id], Method::GET) => org_data::get_project(app, p, id).await,
+        (["v1", "projects", id], Method::PATCH) => org_data::update_project(app, p, id, req).await,
+        (["v1", "projects", id], Method::DELETE) => org_data::delete_project(app, p, id).await,
+
+        (["v1", "task-statuses"], Method::GET) => org_data::list_statuses(app, p).await,
+        (["v1", "task-statuses"], Method::POST) => org_data::create_status(app, p, req).await,
+        (["v1", "task-statuses", id], Method::PATCH) => org_data::update_status(app, p, id, req).await,
+        (["v1", "task-statuses", id], Method::DELETE) => org_data::delete_status(app, p, id, req).await,
+
+        (["v1", "tasks"], Method::GET) => org_data::list_tasks(app, p, req).await,
+        (["v1", "tasks"], Method::POST) => org_data::create_task(app, p, req).await,
+        (["v1", "tasks", key], Method::GET) => org_data::get_task(app, p, key).await,
+        (["v1", "tasks", key], Method::PATCH) => org_data::update_task(app, p, key, req).await,
+        (["v1", "tasks", key], Method::DELETE) => org_data::delete_task(app, p, key).await,
+
+        (["v1", "me" | "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks"], _)
+        | (["v1", "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks", _], _) => {
+            method_not_allowed("a method this resource supports (see /v1/openapi.json)")
+        }
+        _ => Err(ApiError::new(http::StatusCode::NOT_FOUND, "not_found", format!("no route for {path}"))),
+    }
+}
+
+/// Resolves the caller from an API key or a token, then applies the per-key rate limit.
+async fn authenticate(app: &impl Backend, req: &Request) -> Result<Principal, ApiError> {
+    let cred = h::credential(req).ok_or_else(|| {
+        ApiError::unauthorized("send `Authorization: Bearer <api key or token>` or `X-API-Key: <api key>`")
+    })?;
+    let p = if cred.starts_with(auth::KEY_PREFIX) {
+        key_principal(app, cred).await?
+    } else {
+        auth::verify_token(app.config(), cred)?
+    };
+    if !app.limiter().allow(&p.key_id).await {
+        return Err(ApiError::too_many_requests(60));
+    }
+    Ok(p)
+}
+
+async fn key_principal(app: &impl Backend, secret: &str) -> Result<Principal, ApiError> {
+    let invalid = || ApiError::unauthorized("invalid or revoked API key");
+    if !auth::looks_like_key(secret) {
+        return Err(invalid());
+    }
+    let k = directory::key_principal(app.db(), secret, now_ms()).await?.ok_or_else(invalid)?;
+    Ok(Principal {
+        org_id: k.org_id,
+        member_id: k.member_id,
+        user_id: k.user_id,
+        role: k.role,
+        key_id: k.key_id,
+        by_key: true,
+    })
+}
+
+/// Sends one operation to the caller's org object.
+async fn org_call(app: &impl Backend, p: &Principal, op: OrgOp) -> Result<serde_json::Value, ApiError> {
+    app.orgs().call(&OrgCall { org_id: p.org_id.clone(), actor: p.member_id.clone(), op }).await
+}
+
+/// The caller's org id in a path: any other org is "not found", never "forbidden".
+fn own_org(p: &Principal, id: &str) -> Result<(), ApiError> {
+    if id == p.org_id { Ok(()) } else { Err(ApiError::not_found("org")) }
+}
+
+mod doc {
+    use super::{auth_routes, keys, members, org_data, orgs};
+    use crate::public;
+    use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
+    use utoipa::{Modify, OpenApi};
+
+    struct Security;
+
+    impl Modify for Security {
+        fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+            let c = openapi.components.get_or_insert_with(Default::default);
+            c.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("tk_ key or JWT").build()),
+            );
+            c.add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
+            c.add_security_scheme(
+                "bootstrap",
+                SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("BOOTSTRAP_TOKEN").build()),
+            );
+        }
+    }
+
+    #[derive(OpenApi)]
+    #[openapi(
+        info(
+            title = "Tether API",
+            description = "Start coding agents on your machines from anywhere. Every error answers \
+                           `{\"error\": {\"code\", \"message\", \"details\"}}`.",
+        ),
+        paths(
+            public::health, public::version, public::openapi,
+            auth_routes::bootstrap, auth_routes::token, auth_routes::me,
+            orgs::list, orgs::create, orgs::get, orgs::update, orgs::delete,
+            members::list, members::create, members::get, members::update, members::delete,
+            keys::list, keys::create, keys::get, keys::revoke,
+            org_data::list_projects, org_data::create_project, org_data::get_project,
+            org_data::update_project, org_data::delete_project,
+            org_data::list_statuses, org_data::create_status, org_data::update_status, org_data::delete_status,
+            org_data::list_tasks, org_data::create_task, org_data::get_task, org_data::update_task,
+            org_data::delete_task,
+        ),
+        modifiers(&Security),
+    )]
+    pub struct ApiDoc;
+}
+
+/// The OpenAPI document as JSON.
+pub fn openapi_document() -> String {
+    use utoipa::OpenApi;
+    doc::ApiDoc::openapi().to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests;

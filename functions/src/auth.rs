@@ -1,0 +1,238 @@
+//! Credentials: API keys (`tk_...`, stored only as SHA-256) and the short-lived JWTs they are
+//! exchanged for.
+
+use crate::backend::Config;
+use crate::error::ApiError;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const KEY_PREFIX: &str = "tk_";
+pub const ISSUER: &str = "tether";
+pub const AUDIENCE: &str = "tether-api";
+/// How much of a key is kept in clear to tell keys apart in lists (`tk_` + 8 characters).
+const DISPLAY_LEN: usize = KEY_PREFIX.len() + 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Member => "member",
+            Self::Admin => "admin",
+            Self::Owner => "owner",
+        }
+    }
+}
+
+/// Who is calling, resolved from a key or a token. Everything a handler does is scoped to
+/// `org_id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    pub org_id: String,
+    pub member_id: String,
+    pub user_id: String,
+    pub role: Role,
+    /// The API key used, directly or through the token it minted.
+    pub key_id: String,
+    /// True when the request carried the API key itself (not a token).
+    pub by_key: bool,
+}
+
+impl Principal {
+    /// 403 unless the caller's role is at least `role`.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!("this needs the {} role", role.as_str())))
+        }
+    }
+}
+
+/// A freshly generated API key. `secret` is shown once and never stored.
+pub struct NewKey {
+    pub secret: String,
+    pub display_prefix: String,
+    pub hash: String,
+}
+
+pub fn generate_key() -> Result<NewKey, ApiError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(&e))?;
+    let secret = format!("{KEY_PREFIX}{}", bs58::encode(bytes).into_string());
+    let display_prefix = secret.chars().take(DISPLAY_LEN).collect();
+    let hash = hash_key(&secret);
+    Ok(NewKey { secret, display_prefix, hash })
+}
+
+/// Lower-case hex SHA-256 of the whole key.
+pub fn hash_key(secret: &str) -> String {
+    format!("{:x}", Sha256::digest(secret.as_bytes()))
+}
+
+/// The cheap shape check done before any lookup: `tk_` and 40 to 48 base58 characters.
+pub fn looks_like_key(s: &str) -> bool {
+    s.strip_prefix(KEY_PREFIX).is_some_and(|rest| {
+        (40..=48).contains(&rest.len()) && bs58::decode(rest).into_vec().is_ok_and(|b| b.len() == 32)
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    /// The member id.
+    pub sub: String,
+    pub org: String,
+    pub uid: String,
+    pub role: Role,
+    /// The API key this token was minted from.
+    pub kid: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+pub fn issue_token(config: &Config, p: &Principal, now_secs: i64) -> Result<(String, i64), ApiError> {
+    let exp = now_secs + config.token_ttl_secs;
+    let claims = Claims {
+        iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
+        sub: p.member_id.clone(),
+        org: p.org_id.clone(),
+        uid: p.user_id.clone(),
+        role: p.role,
+        kid: p.key_id.clone(),
+        iat: now_secs,
+        exp,
+    };
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&config.jwt_secret),
+    )
+    .map_err(|e| ApiError::internal(&e))?;
+    Ok((token, exp))
+}
+
+/// Verifies signature (HS256 only), expiry, issuer and audience.
+pub fn verify_token(config: &Config, token: &str) -> Result<Principal, ApiError> {
+    let mut v = Validation::new(Algorithm::HS256);
+    v.set_audience(&[AUDIENCE]);
+    v.set_issuer(&[ISSUER]);
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    v.leeway = 30;
+    let data = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&config.jwt_secret), &v)
+        .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
+    let c = data.claims;
+    Ok(Principal { org_id: c.org, member_id: c.sub, user_id: c.uid, role: c.role, key_id: c.kid, by_key: false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+
+    fn config() -> Config {
+        Config { jwt_secret: vec![7; 32], bootstrap_token: None, token_ttl_secs: 900 }
+    }
+
+    fn principal() -> Principal {
+        Principal {
+            org_id: "org_1".into(),
+            member_id: "mem_1".into(),
+            user_id: "usr_1".into(),
+            role: Role::Admin,
+            key_id: "key_1".into(),
+            by_key: true,
+        }
+    }
+
+    fn now() -> i64 {
+        tether_durable::time::now_ms() / 1000
+    }
+
+    #[test]
+    fn keys_are_256_bit_base58_and_hashed() {
+        let k = generate_key().unwrap();
+        assert!(looks_like_key(&k.secret), "{}", k.secret);
+        assert!(k.secret.starts_with(&k.display_prefix));
+        assert_eq!(k.hash.len(), 64);
+        assert_ne!(generate_key().unwrap().secret, k.secret);
+        assert!(!looks_like_key("tk_short"));
+        assert!(!looks_like_key(&k.secret.replace("tk_", "tx_")));
+        assert!(!looks_like_key(&format!("{}0", k.secret)), "0 is not base58");
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        let (t, exp) = issue_token(&config(), &principal(), now()).unwrap();
+        assert!(exp > now());
+        let p = verify_token(&config(), &t).unwrap();
+        assert_eq!(p, Principal { by_key: false, ..principal() });
+    }
+
+    fn forge(header: &serde_json::Value, claims: &serde_json::Value, key: &[u8], alg: Algorithm) -> String {
+        let h = B64.encode(serde_json::to_vec(header).unwrap());
+        let c = B64.encode(serde_json::to_vec(claims).unwrap());
+        let msg = format!("{h}.{c}");
+        let sig = jsonwebtoken::crypto::sign(msg.as_bytes(), &EncodingKey::from_secret(key), alg).unwrap();
+        format!("{msg}.{sig}")
+    }
+
+    #[test]
+    fn bad_tokens_are_rejected() {
+        let cfg = config();
+        let good = serde_json::to_value(Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: "mem_1".into(),
+            org: "org_1".into(),
+            uid: "usr_1".into(),
+            role: Role::Owner,
+            kid: "key_1".into(),
+            iat: now(),
+            exp: now() + 60,
+        })
+        .unwrap();
+        let hs256 = serde_json::json!({"alg": "HS256", "typ": "JWT"});
+        assert!(verify_token(&cfg, &forge(&hs256, &good, &cfg.jwt_secret, Algorithm::HS256)).is_ok());
+
+        let mut expired = good.clone();
+        expired["exp"] = (now() - 3600).into();
+        let mut wrong_aud = good.clone();
+        wrong_aud["aud"] = "someone-else".into();
+        let mut no_exp = good.clone();
+        no_exp.as_object_mut().unwrap().remove("exp");
+        for (name, token) in [
+            ("expired", forge(&hs256, &expired, &cfg.jwt_secret, Algorithm::HS256)),
+            ("wrong audience", forge(&hs256, &wrong_aud, &cfg.jwt_secret, Algorithm::HS256)),
+            ("no exp", forge(&hs256, &no_exp, &cfg.jwt_secret, Algorithm::HS256)),
+            ("wrong key", forge(&hs256, &good, &[8; 32], Algorithm::HS256)),
+            (
+                "wrong algorithm",
+                forge(&serde_json::json!({"alg": "HS512"}), &good, &cfg.jwt_secret, Algorithm::HS512),
+            ),
+            ("alg none", format!("{}.{}.", B64.encode(br#"{"alg":"none"}"#), B64.encode(good.to_string()))),
+            ("garbage", "not.a.token".into()),
+        ] {
+            let e = verify_token(&cfg, &token).unwrap_err();
+            assert_eq!(e.status.as_u16(), 401, "{name}");
+        }
+        // Tampered: a valid token with its payload swapped for an owner's.
+        let (t, _) = issue_token(&cfg, &Principal { role: Role::Member, ..principal() }, now()).unwrap();
+        let parts: Vec<&str> = t.split('.').collect();
+        let mut claims: serde_json::Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
+        claims["role"] = "owner".into();
+        let tampered = format!("{}.{}.{}", parts[0], B64.encode(claims.to_string()), parts[2]);
+        assert_eq!(verify_token(&cfg, &tampered).unwrap_err().status.as_u16(), 401);
+    }
+}

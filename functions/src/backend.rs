@@ -1,0 +1,72 @@
+//! What the handlers need from the runtime, as traits: the directory database (D1), the org
+//! Durable Objects, a rate limiter and configuration. The Worker, the Spin component and the
+//! in-memory test backend each implement them.
+//!
+//! The traits use `async fn` without `Send` bounds on purpose: Wasm runtimes run a request on
+//! one thread, and no handler future is ever moved across threads.
+#![allow(async_fn_in_trait)]
+
+use crate::error::ApiError;
+use serde::de::DeserializeOwned;
+use tether_durable::org::OrgCall;
+use tether_durable::sql::{SqlError, SqlValue};
+
+/// The directory database: SQLite semantics, asynchronous (Cloudflare D1).
+pub trait Db {
+    async fn query<T: DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<T>, SqlError>;
+
+    /// Runs statements atomically, in order; answers how many rows each changed.
+    async fn batch(&self, statements: &[(&str, Vec<SqlValue>)]) -> Result<Vec<u64>, SqlError>;
+
+    async fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, SqlError> {
+        Ok(self.batch(&[(sql, params.to_vec())]).await?.first().copied().unwrap_or(0))
+    }
+
+    async fn query_one<T: DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> Result<Option<T>, SqlError> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+}
+
+/// The org Durable Objects: one call, one JSON answer (or the object's error, passed through).
+pub trait OrgStore {
+    async fn call(&self, call: &OrgCall) -> Result<serde_json::Value, ApiError>;
+}
+
+/// Per-caller request limits.
+pub trait RateLimiter {
+    /// False when `key` has used up its budget for the current window.
+    async fn allow(&self, key: &str) -> bool;
+}
+
+/// Settings read from the runtime's environment and secrets.
+#[derive(Clone)]
+pub struct Config {
+    /// HMAC key for API JWTs (HS256); at least 32 bytes. Never in the repository.
+    pub jwt_secret: Vec<u8>,
+    /// Enables `POST /v1/bootstrap` while no org exists.
+    pub bootstrap_token: Option<String>,
+    /// Lifetime of tokens from `POST /v1/auth/token`.
+    pub token_ttl_secs: i64,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config").field("token_ttl_secs", &self.token_ttl_secs).finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    pub const MIN_SECRET: usize = 32;
+    pub const DEFAULT_TOKEN_TTL: i64 = 900;
+}
+
+/// Everything a handler can reach.
+pub trait Backend {
+    type Db: Db;
+    type Orgs: OrgStore;
+    type Limiter: RateLimiter;
+    fn db(&self) -> &Self::Db;
+    fn orgs(&self) -> &Self::Orgs;
+    fn limiter(&self) -> &Self::Limiter;
+    fn config(&self) -> &Config;
+}
