@@ -1,1 +1,88 @@
-//! stub
+//! The Cloudflare Worker: turns workers-rs requests into `http` ones, hands them to
+//! `tether_functions::api::handle` with the Worker's bindings behind the backend traits, and
+//! exports the Durable Object classes. Thin by design: logic lives in `functions` and `durable`.
+//!
+//! - [`bindings`]: D1, the org objects and the rate limiter behind `tether_functions::backend`.
+//! - `fetch` / `scheduled`: the entry points.
+
+mod bindings;
+
+use bindings::Edge;
+use tether_functions::backend::Backend;
+use tether_functions::error::ApiError;
+use tether_functions::http::{self as h, MAX_BODY};
+use worker::{Context, Env, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
+
+pub use tether_durable::objects::OrgStore;
+
+/// How long revoked keys stay listed before the cron purges them.
+const REVOKED_KEY_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
+
+#[event(fetch)]
+async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let http_req = match to_http(&mut req).await {
+        Ok(r) => r,
+        Err(e) => return from_http(h::error(&e)),
+    };
+    let res = match Edge::from_env(&env) {
+        Ok(edge) => tether_functions::api::handle(&edge, http_req, "workers").await,
+        // Misconfiguration still lets health and version answer, so it can be diagnosed.
+        Err(e) => tether_functions::public::handle(&http_req, "workers").unwrap_or_else(|| h::error(&e)),
+    };
+    from_http(res)
+}
+
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    let Ok(edge) = Edge::from_env(&env) else {
+        worker::console_error!("scheduled: the Worker is misconfigured");
+        return;
+    };
+    let cutoff = tether_durable::time::now_ms() - REVOKED_KEY_RETENTION_MS;
+    match tether_functions::directory::purge_revoked_keys(edge.db(), cutoff).await {
+        Ok(n) => worker::console_log!("scheduled: purged {n} revoked keys"),
+        Err(e) => worker::console_error!("scheduled: purging revoked keys failed: {e}"),
+    }
+}
+
+/// Reads the request, refusing bodies over [`MAX_BODY`] without buffering them.
+async fn to_http(req: &mut Request) -> std::result::Result<h::Request, ApiError> {
+    let declared = req.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(h::too_large());
+    }
+    let mut body = Vec::new();
+    if req.inner().body().is_some() {
+        use futures_util::StreamExt;
+        let mut stream = req.stream().map_err(|e| ApiError::bad_request("bad_body", e.to_string()))?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad_request("bad_body", e.to_string()))?;
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(h::too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+    }
+    let url = req.url().map_err(|e| ApiError::bad_request("bad_url", e.to_string()))?;
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let mut builder = http::Request::builder().method(req.method().as_ref()).uri(path_and_query);
+    for (name, value) in req.headers() {
+        builder = builder.header(name, value);
+    }
+    builder.body(body).map_err(|e| ApiError::bad_request("bad_request", e.to_string()))
+}
+
+fn from_http(res: h::Response) -> Result<Response> {
+    let (parts, body) = res.into_parts();
+    let headers = worker::Headers::new();
+    for (name, value) in &parts.headers {
+        if let Ok(v) = value.to_str() {
+            headers.set(name.as_str(), v)?;
+        }
+    }
+    let res = if body.is_empty() { Response::empty()? } else { Response::from_bytes(body)? };
+    Ok(res.with_status(parts.status.as_u16()).with_headers(headers))
+}

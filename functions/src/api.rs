@@ -130,7 +130,7 @@ async fn key_principal(app: &impl Backend, secret: &str) -> Result<Principal, Ap
 }
 
 /// Sends one operation to the caller's org object.
-async fn org_call(app: &impl Backend, p: &Principal, op: OrgOp) -> Result<serde_json::Value, ApiError> {
+async fn org_call(app: &impl Backend, p: &Principal, op: OrgOp) -> Result<Vec<u8>, ApiError> {
     app.orgs().call(&OrgCall { org_id: p.org_id.clone(), actor: p.member_id.clone(), op }).await
 }
 

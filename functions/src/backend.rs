@@ -27,9 +27,10 @@ pub trait Db {
     }
 }
 
-/// The org Durable Objects: one call, one JSON answer (or the object's error, passed through).
+/// The org Durable Objects: one call, one JSON answer as bytes, passed through to the client
+/// without re-parsing (or the object's error).
 pub trait OrgStore {
-    async fn call(&self, call: &OrgCall) -> Result<serde_json::Value, ApiError>;
+    async fn call(&self, call: &OrgCall) -> Result<Vec<u8>, ApiError>;
 }
 
 /// Per-caller request limits.

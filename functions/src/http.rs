@@ -23,9 +23,14 @@ fn response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Re
 
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
-        Ok(body) => response(status, "application/json", body),
+        Ok(body) => json_bytes(status, body),
         Err(e) => error(&ApiError::internal(&e)),
     }
+}
+
+/// A response whose body is already serialised JSON.
+pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    response(status, "application/json", body)
 }
 
 pub fn no_content() -> Response {

@@ -44,10 +44,7 @@ pub fn version(runtime: &str) -> Response {
     responses((status = 200, description = "this document", content_type = "application/json")))]
 pub fn openapi() -> Response {
     static DOC: OnceLock<Vec<u8>> = OnceLock::new();
-    let body = DOC.get_or_init(|| crate::api::openapi_document().into_bytes()).clone();
-    let mut res = h::json(StatusCode::OK, &());
-    *res.body_mut() = body;
-    res
+    h::json_bytes(StatusCode::OK, DOC.get_or_init(|| crate::api::openapi_document().into_bytes()).clone())
 }
 
 /// Answers the public routes; `None` for everything else.

@@ -15,8 +15,8 @@ use tether_durable::org::model::{
 };
 
 async fn answer(app: &impl Backend, p: &Principal, status: StatusCode, op: OrgOp) -> Result<Response, ApiError> {
-    let v = org_call(app, p, op).await?;
-    Ok(if status == StatusCode::NO_CONTENT { h::no_content() } else { h::json(status, &v) })
+    let body = org_call(app, p, op).await?;
+    Ok(if status == StatusCode::NO_CONTENT { h::no_content() } else { h::json_bytes(status, body) })
 }
 
 /// An assignee must be a member of the caller's org.

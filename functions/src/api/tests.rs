@@ -26,12 +26,13 @@ impl Db for TestDb {
 struct TestOrgs(RefCell<HashMap<String, NativeSql>>);
 
 impl OrgStore for TestOrgs {
-    async fn call(&self, call: &OrgCall) -> Result<Value, ApiError> {
+    async fn call(&self, call: &OrgCall) -> Result<Vec<u8>, ApiError> {
         let mut map = self.0.borrow_mut();
         let sql = map.entry(call.org_id.clone()).or_insert_with(|| NativeSql::open_in_memory().unwrap());
         // Through JSON, as over the wire.
         let call: OrgCall = serde_json::from_value(serde_json::to_value(call).unwrap()).unwrap();
-        Ok(Store::open(sql).and_then(|s| s.call(call, tether_durable::time::now_ms()))?)
+        let v = Store::open(sql).and_then(|s| s.call(call, tether_durable::time::now_ms()))?;
+        Ok(serde_json::to_vec(&v).unwrap())
     }
 }
 
