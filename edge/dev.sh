@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# README command 1: run Tether locally. Installs what it needs (tests/setup.sh), builds the
+# Worker, applies the D1 migrations, starts the Worker in workerd (`wrangler dev --local`) on
+# 127.0.0.1 with state persisted in .tether/dev-state, and on the first run creates the first
+# org and prints its owner's API key (once). Later runs reuse the state. Ctrl-C stops it.
+#
+#   bash edge/dev.sh            # port 8787
+#   PORT=9000 bash edge/dev.sh
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+source tests/setup.sh
+bash edge/build.sh
+
+PORT="${PORT:-8787}"
+state="$root/.tether/dev-state"
+mkdir -p "$state"
+url="http://127.0.0.1:$PORT"
+
+# Local secrets, generated once, never committed (.dev.vars is git-ignored).
+if [ ! -f .dev.vars ]; then
+  echo "==> generating local secrets in .dev.vars"
+  umask 077
+  printf 'JWT_SECRET=%s\nBOOTSTRAP_TOKEN=%s\n' "$(head -c 32 /dev/urandom | base64 -w0)" \
+    "$(head -c 24 /dev/urandom | base64 -w0 | tr '+/' '-_')" > .dev.vars
+fi
+bootstrap_token=$(sed -n 's/^BOOTSTRAP_TOKEN=//p' .dev.vars)
+
+echo "==> applying D1 migrations (local)"
+CI=1 wrangler d1 migrations apply tether --local --persist-to "$state" >/dev/null
+
+echo "==> starting the Worker in workerd on $url"
+CI=1 wrangler dev --local --ip 127.0.0.1 --port "$PORT" --persist-to "$state" \
+  --show-interactive-dev-session=false --log-level warn &
+wrangler_pid=$!
+trap 'kill "$wrangler_pid" 2>/dev/null || true; wait "$wrangler_pid" 2>/dev/null || true' EXIT INT TERM
+
+for _ in $(seq 1 120); do
+  curl -fsS "$url/health" >/dev/null 2>&1 && break
+  kill -0 "$wrangler_pid" 2>/dev/null || { echo "wrangler dev exited; see its output above" >&2; exit 1; }
+  sleep 0.5
+done
+curl -fsS "$url/health" >/dev/null || { echo "the Worker did not come up on $url" >&2; exit 1; }
+
+answer=$(curl -sS -o /tmp/tether-bootstrap.$$ -w '%{http_code}' -X POST "$url/v1/bootstrap" \
+  -H "authorization: Bearer $bootstrap_token" -H 'content-type: application/json' \
+  -d "{\"org_name\": \"${TETHER_ORG:-My Org}\", \"email\": \"${TETHER_EMAIL:-you@localhost.dev}\", \"name\": \"${TETHER_NAME:-Owner}\"}")
+body=$(cat /tmp/tether-bootstrap.$$); rm -f /tmp/tether-bootstrap.$$
+case "$answer" in
+  201)
+    key=$(node -e 'process.stdout.write(JSON.parse(process.argv[1]).api_key.secret)' "$body")
+    org=$(node -e 'process.stdout.write(JSON.parse(process.argv[1]).org.name)' "$body")
+    cat <<MSG
+
+  Tether is running at $url (state: .tether/dev-state).
+  Created org "$org" and its owner. The owner's API key, shown this once:
+
+      $key
+
+  Next:
+    export TETHER_URL=$url TETHER_KEY=$key
+    curl -s -H "x-api-key: \$TETHER_KEY" \$TETHER_URL/v1/me
+    curl -s -H "x-api-key: \$TETHER_KEY" -H 'content-type: application/json' \\
+         -d '{"title": "My first task"}' \$TETHER_URL/v1/tasks
+    API reference: $url/v1/openapi.json
+
+MSG
+    ;;
+  409)
+    cat <<MSG
+
+  Tether is running at $url, reusing the state in .tether/dev-state.
+  The owner key was printed on the first run; to start over, stop this and delete .tether/dev-state.
+  API reference: $url/v1/openapi.json
+
+MSG
+    ;;
+  *)
+    echo "bootstrap answered $answer: $body" >&2
+    exit 1
+    ;;
+esac
+echo "  Ctrl-C stops the Worker."
+wait "$wrangler_pid"
