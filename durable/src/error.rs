@@ -24,7 +24,13 @@ pub struct ErrorDetail {
 
 impl ErrorBody {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { error: ErrorDetail { code: code.into(), message: message.into(), details: None } }
+        Self {
+            error: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+                details: None,
+            },
+        }
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
@@ -51,13 +57,19 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid { field: field.into(), message: message.into() }
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// The HTTP status and public body for this error.
     pub fn to_response(&self) -> (u16, ErrorBody) {
         match self {
-            Self::NotFound { what } => (404, ErrorBody::new("not_found", format!("{what} not found"))),
+            Self::NotFound { what } => (
+                404,
+                ErrorBody::new("not_found", format!("{what} not found")),
+            ),
             Self::Conflict { code, message } => (409, ErrorBody::new(*code, message.clone())),
             Self::Invalid { field, message } => (
                 422,

@@ -20,7 +20,10 @@ pub fn is_valid(prefix: &str, id: &str) -> bool {
     id.strip_prefix(prefix)
         .and_then(|rest| rest.strip_prefix('_'))
         .is_some_and(|hex| {
-            hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            hex.len() == 32
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         })
 }
 
@@ -51,8 +54,16 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_rejected() {
-        for bad in ["", "tsk_", "tsk_123", "tsk-0190c6e8f1d87a3b9c2d4e5f6a7b8c9d", "TSK_0190c6e8f1d87a3b9c2d4e5f6a7b8c9d",
-            "tsk_0190C6E8F1D87A3B9C2D4E5F6A7B8C9D", "tsk_0190c6e8f1d87a3b9c2d4e5f6a7b8c9dz", "tsk_../../etc/passwd"] {
+        for bad in [
+            "",
+            "tsk_",
+            "tsk_123",
+            "tsk-0190c6e8f1d87a3b9c2d4e5f6a7b8c9d",
+            "TSK_0190c6e8f1d87a3b9c2d4e5f6a7b8c9d",
+            "tsk_0190C6E8F1D87A3B9C2D4E5F6A7B8C9D",
+            "tsk_0190c6e8f1d87a3b9c2d4e5f6a7b8c9dz",
+            "tsk_../../etc/passwd",
+        ] {
             assert!(!is_valid(TASK, bad), "{bad}");
         }
         assert!(is_valid(TASK, "tsk_0190c6e8f1d87a3b9c2d4e5f6a7b8c9d"));

@@ -28,23 +28,48 @@ pub struct OrgCall {
 #[serde(tag = "op", content = "args", rename_all = "snake_case")]
 pub enum OrgOp {
     ListProjects(PageQuery),
-    GetProject { id: String },
+    GetProject {
+        id: String,
+    },
     CreateProject(CreateProject),
-    UpdateProject { id: String, patch: UpdateProject },
-    DeleteProject { id: String },
+    UpdateProject {
+        id: String,
+        patch: UpdateProject,
+    },
+    DeleteProject {
+        id: String,
+    },
     ListStatuses,
     CreateStatus(CreateTaskStatus),
-    UpdateStatus { id: String, patch: UpdateTaskStatus },
-    DeleteStatus { id: String, replace_with: Option<String> },
+    UpdateStatus {
+        id: String,
+        patch: UpdateTaskStatus,
+    },
+    DeleteStatus {
+        id: String,
+        replace_with: Option<String>,
+    },
     ListTasks(TaskQuery),
     /// `key` is a task id or a slug such as `TET-12`.
-    GetTask { key: String },
+    GetTask {
+        key: String,
+    },
     /// `prefix` is the org's current task prefix (kept in D1 with the org) for the new slug.
-    CreateTask { task: CreateTask, prefix: String },
-    UpdateTask { key: String, patch: UpdateTask },
-    DeleteTask { key: String },
+    CreateTask {
+        task: CreateTask,
+        prefix: String,
+    },
+    UpdateTask {
+        key: String,
+        patch: UpdateTask,
+    },
+    DeleteTask {
+        key: String,
+    },
     /// A member left the org: their tasks become unassigned.
-    UnassignMember { member_id: String },
+    UnassignMember {
+        member_id: String,
+    },
     /// The org was deleted: drop everything and answer 404 from now on (org ids are never
     /// reused, so a token minted before the deletion cannot bring the org back to life).
     Destroy,

@@ -59,13 +59,20 @@ impl SqlError {
     pub fn new(message: impl Into<String>) -> Self {
         let message = message.into();
         let unique_violation = message.contains("UNIQUE constraint failed");
-        Self { message, unique_violation }
+        Self {
+            message,
+            unique_violation,
+        }
     }
 }
 
 /// Synchronous SQL access with rows decoded through serde (column name -> field).
 pub trait Sql {
-    fn query<T: DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<T>, SqlError>;
+    fn query<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: &[SqlValue],
+    ) -> Result<Vec<T>, SqlError>;
 
     /// Runs a statement that returns no rows; answers how many rows it changed.
     fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, SqlError>;
@@ -110,8 +117,11 @@ mod native {
         pub fn open_in_memory() -> Result<Self, SqlError> {
             let conn = rusqlite::Connection::open_in_memory().map_err(err)?;
             // D1 and Durable Object SQLite both enforce foreign keys.
-            conn.execute_batch("PRAGMA foreign_keys = ON;").map_err(err)?;
-            Ok(Self { conn: RefCell::new(conn) })
+            conn.execute_batch("PRAGMA foreign_keys = ON;")
+                .map_err(err)?;
+            Ok(Self {
+                conn: RefCell::new(conn),
+            })
         }
     }
 
@@ -149,7 +159,9 @@ mod native {
             let conn = self.conn.borrow();
             let mut stmt = conn.prepare(sql).map_err(err)?;
             let names: Vec<String> = stmt.column_names().map(str::to_owned).collect();
-            let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(err)?;
+            let mut rows = stmt
+                .query(rusqlite::params_from_iter(params))
+                .map_err(err)?;
             let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(err)? {
                 let mut obj = serde_json::Map::new();
@@ -181,10 +193,16 @@ mod native {
             &self,
             f: impl FnOnce() -> Result<R, E>,
         ) -> Result<R, E> {
-            self.conn.borrow().execute_batch("SAVEPOINT tx").map_err(err)?;
+            self.conn
+                .borrow()
+                .execute_batch("SAVEPOINT tx")
+                .map_err(err)?;
             match f() {
                 Ok(r) => {
-                    self.conn.borrow().execute_batch("RELEASE tx").map_err(err)?;
+                    self.conn
+                        .borrow()
+                        .execute_batch("RELEASE tx")
+                        .map_err(err)?;
                     Ok(r)
                 }
                 Err(e) => {
@@ -196,5 +214,42 @@ mod native {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct N {
+        n: i64,
+    }
+
+    #[test]
+    fn a_failed_transaction_leaves_nothing_behind() {
+        let sql = NativeSql::open_in_memory().unwrap();
+        sql.execute_script("CREATE TABLE t (v INTEGER UNIQUE)")
+            .unwrap();
+        let r: Result<(), SqlError> = sql.transaction(|| {
+            sql.execute("INSERT INTO t (v) VALUES (1)", &[])?;
+            sql.execute("INSERT INTO t (v) VALUES (1)", &[]).map(drop)
+        });
+        let e = r.unwrap_err();
+        assert!(e.unique_violation, "{e}");
+        let count = sql
+            .query_one::<N>("SELECT count(*) AS n FROM t", &[])
+            .unwrap()
+            .unwrap();
+        assert_eq!(count.n, 0, "the first insert was rolled back");
+        sql.transaction(|| sql.execute("INSERT INTO t (v) VALUES (2)", &[]))
+            .unwrap();
+        assert_eq!(
+            sql.query_one::<N>("SELECT count(*) AS n FROM t", &[])
+                .unwrap()
+                .unwrap()
+                .n,
+            1
+        );
     }
 }

@@ -27,7 +27,10 @@ mod tests {
     #[test]
     fn formats_utc_millis() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::rfc3339(1_795_300_000_123), "2026-11-21T22:26:40.123Z");
+        assert_eq!(
+            super::rfc3339(1_795_300_000_123),
+            "2026-11-21T22:26:40.123Z"
+        );
         assert!(super::now_ms() > 1_700_000_000_000);
     }
 }

@@ -19,10 +19,16 @@ pub fn line(field: &str, value: &str, max: usize) -> Result<String, StoreError> 
         return Err(StoreError::invalid(field, "must not be empty"));
     }
     if v.chars().count() > max {
-        return Err(StoreError::invalid(field, format!("must be at most {max} characters")));
+        return Err(StoreError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     if v.chars().any(char::is_control) {
-        return Err(StoreError::invalid(field, "must not contain control characters"));
+        return Err(StoreError::invalid(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(v.to_owned())
 }
@@ -31,10 +37,19 @@ pub fn line(field: &str, value: &str, max: usize) -> Result<String, StoreError> 
 /// control characters other than newlines and tabs.
 pub fn text(field: &str, value: &str, max: usize) -> Result<String, StoreError> {
     if value.chars().count() > max {
-        return Err(StoreError::invalid(field, format!("must be at most {max} characters")));
+        return Err(StoreError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
-    if value.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
-        return Err(StoreError::invalid(field, "must not contain control characters"));
+    if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(StoreError::invalid(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(value.to_owned())
 }
@@ -65,12 +80,17 @@ pub fn repo_url(field: &str, value: &str) -> Result<String, StoreError> {
     let schemed = ["https://", "http://", "ssh://", "git://", "file://"]
         .iter()
         .any(|s| v.len() > s.len() && v.starts_with(s));
-    let scp_like = v.split_once(':').is_some_and(|(host, path)| {
-        host.contains('@') && !host.contains('/') && !path.is_empty()
-    });
-    if v.len() > URL_MAX || v.chars().any(|c| c.is_control() || c.is_whitespace()) || !(schemed || scp_like)
+    let scp_like = v
+        .split_once(':')
+        .is_some_and(|(host, path)| host.contains('@') && !host.contains('/') && !path.is_empty());
+    if v.len() > URL_MAX
+        || v.chars().any(|c| c.is_control() || c.is_whitespace())
+        || !(schemed || scp_like)
     {
-        return Err(StoreError::invalid(field, "must be a git URL (https://, ssh://, git@host:path, ...)"));
+        return Err(StoreError::invalid(
+            field,
+            "must be a git URL (https://, ssh://, git@host:path, ...)",
+        ));
     }
     Ok(v.to_owned())
 }
@@ -90,7 +110,10 @@ pub fn color(field: &str, value: &str) -> Result<String, StoreError> {
 /// (case-insensitively), order kept.
 pub fn labels(field: &str, values: &[String]) -> Result<Vec<String>, StoreError> {
     if values.len() > LABELS_MAX {
-        return Err(StoreError::invalid(field, format!("at most {LABELS_MAX} labels")));
+        return Err(StoreError::invalid(
+            field,
+            format!("at most {LABELS_MAX} labels"),
+        ));
     }
     let mut out: Vec<String> = Vec::with_capacity(values.len());
     for v in values {
@@ -129,17 +152,29 @@ mod tests {
         for ok in ["main", "feature/x-1", "tether/TET-12", "release-1.2"] {
             assert!(branch("b", ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-x", "a..b", "a b", "x.lock", "a/", "a~1", "a:b", "@", "a//b"] {
+        for bad in [
+            "", "-x", "a..b", "a b", "x.lock", "a/", "a~1", "a:b", "@", "a//b",
+        ] {
             assert!(branch("b", bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn repo_urls() {
-        for ok in ["https://github.com/a/b.git", "git@github.com:a/b.git", "ssh://git@h/x"] {
+        for ok in [
+            "https://github.com/a/b.git",
+            "git@github.com:a/b.git",
+            "ssh://git@h/x",
+        ] {
             assert!(repo_url("r", ok).is_ok(), "{ok}");
         }
-        for bad in ["github.com/a/b", "https://", "javascript:alert(1)", "https://a b", "c:\\x"] {
+        for bad in [
+            "github.com/a/b",
+            "https://",
+            "javascript:alert(1)",
+            "https://a b",
+            "c:\\x",
+        ] {
             assert!(repo_url("r", bad).is_err(), "{bad}");
         }
     }

@@ -27,7 +27,9 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let res = match Edge::from_env(&env) {
         Ok(edge) => tether_functions::api::handle(&edge, http_req, "workers").await,
         // Misconfiguration still lets health and version answer, so it can be diagnosed.
-        Err(e) => tether_functions::public::handle(&http_req, "workers").unwrap_or_else(|| h::error(&e)),
+        Err(e) => {
+            tether_functions::public::handle(&http_req, "workers").unwrap_or_else(|| h::error(&e))
+        }
     };
     from_http(res)
 }
@@ -45,34 +47,59 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     }
 }
 
-/// Reads the request, refusing bodies over [`MAX_BODY`] without buffering them.
+/// Past [`MAX_BODY`], how much more of a body is read and thrown away so the client gets to
+/// read the 413 instead of a reset connection.
+const MAX_DRAIN: usize = 32 * 1024 * 1024;
+
+/// Reads the request, refusing bodies over [`MAX_BODY`] without keeping them in memory.
 async fn to_http(req: &mut Request) -> std::result::Result<h::Request, ApiError> {
-    let declared = req.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY) {
-        return Err(h::too_large());
-    }
+    use futures_util::StreamExt;
     let mut body = Vec::new();
     if req.inner().body().is_some() {
-        use futures_util::StreamExt;
-        let mut stream = req.stream().map_err(|e| ApiError::bad_request("bad_body", e.to_string()))?;
+        let declared = req
+            .headers()
+            .get("content-length")
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut stream = req
+            .stream()
+            .map_err(|e| ApiError::bad_request("bad_body", e.to_string()))?;
+        let mut seen = 0usize;
+        let mut too_large = declared.is_some_and(|n| n > MAX_BODY);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| ApiError::bad_request("bad_body", e.to_string()))?;
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(h::too_large());
+            seen += chunk.len();
+            too_large |= seen > MAX_BODY;
+            if too_large {
+                body = Vec::new();
+                if seen > MAX_BODY + MAX_DRAIN {
+                    break;
+                }
+            } else {
+                body.extend_from_slice(&chunk);
             }
-            body.extend_from_slice(&chunk);
+        }
+        if too_large {
+            return Err(h::too_large());
         }
     }
-    let url = req.url().map_err(|e| ApiError::bad_request("bad_url", e.to_string()))?;
+    let url = req
+        .url()
+        .map_err(|e| ApiError::bad_request("bad_url", e.to_string()))?;
     let path_and_query = match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_owned(),
     };
-    let mut builder = http::Request::builder().method(req.method().as_ref()).uri(path_and_query);
+    let mut builder = http::Request::builder()
+        .method(req.method().as_ref())
+        .uri(path_and_query);
     for (name, value) in req.headers() {
         builder = builder.header(name, value);
     }
-    builder.body(body).map_err(|e| ApiError::bad_request("bad_request", e.to_string()))
+    builder
+        .body(body)
+        .map_err(|e| ApiError::bad_request("bad_request", e.to_string()))
 }
 
 fn from_http(res: h::Response) -> Result<Response> {
@@ -83,6 +110,10 @@ fn from_http(res: h::Response) -> Result<Response> {
             headers.set(name.as_str(), v)?;
         }
     }
-    let res = if body.is_empty() { Response::empty()? } else { Response::from_bytes(body)? };
+    let res = if body.is_empty() {
+        Response::empty()?
+    } else {
+        Response::from_bytes(body)?
+    };
     Ok(res.with_status(parts.status.as_u16()).with_headers(headers))
 }

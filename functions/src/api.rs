@@ -31,21 +31,38 @@ pub async fn handle(app: &impl Backend, req: Request, runtime: &str) -> Response
 }
 
 fn method_not_allowed(allowed: &str) -> Result<Response, ApiError> {
-    Err(ApiError::new(http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("use {allowed}")))
+    Err(ApiError::new(
+        http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("use {allowed}"),
+    ))
 }
 
 async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> {
     let path = req.uri().path();
-    let segs: Vec<&str> = path.strip_prefix('/').unwrap_or(path).trim_end_matches('/').split('/').collect();
+    let segs: Vec<&str> = path
+        .strip_prefix('/')
+        .unwrap_or(path)
+        .trim_end_matches('/')
+        .split('/')
+        .collect();
     let m = req.method();
 
     // Routes that authenticate by other means than a member's credential.
     match segs.as_slice() {
         ["v1", "bootstrap"] => {
-            return if m == Method::POST { auth_routes::bootstrap(app, req).await } else { method_not_allowed("POST") };
+            return if m == Method::POST {
+                auth_routes::bootstrap(app, req).await
+            } else {
+                method_not_allowed("POST")
+            };
         }
         ["v1", "auth", "token"] => {
-            return if m == Method::POST { auth_routes::token(app, req).await } else { method_not_allowed("POST") };
+            return if m == Method::POST {
+                auth_routes::token(app, req).await
+            } else {
+                method_not_allowed("POST")
+            };
         }
         _ => {}
     }
@@ -80,8 +97,12 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
 
         (["v1", "task-statuses"], Method::GET) => org_data::list_statuses(app, p).await,
         (["v1", "task-statuses"], Method::POST) => org_data::create_status(app, p, req).await,
-        (["v1", "task-statuses", id], Method::PATCH) => org_data::update_status(app, p, id, req).await,
-        (["v1", "task-statuses", id], Method::DELETE) => org_data::delete_status(app, p, id, req).await,
+        (["v1", "task-statuses", id], Method::PATCH) => {
+            org_data::update_status(app, p, id, req).await
+        }
+        (["v1", "task-statuses", id], Method::DELETE) => {
+            org_data::delete_status(app, p, id, req).await
+        }
 
         (["v1", "tasks"], Method::GET) => org_data::list_tasks(app, p, req).await,
         (["v1", "tasks"], Method::POST) => org_data::create_task(app, p, req).await,
@@ -89,18 +110,35 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
         (["v1", "tasks", key], Method::PATCH) => org_data::update_task(app, p, key, req).await,
         (["v1", "tasks", key], Method::DELETE) => org_data::delete_task(app, p, key).await,
 
-        (["v1", "me" | "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks"], _)
-        | (["v1", "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks", _], _) => {
-            method_not_allowed("a method this resource supports (see /v1/openapi.json)")
-        }
-        _ => Err(ApiError::new(http::StatusCode::NOT_FOUND, "not_found", format!("no route for {path}"))),
+        (
+            [
+                "v1",
+                "me" | "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks",
+            ],
+            _,
+        )
+        | (
+            [
+                "v1",
+                "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks",
+                _,
+            ],
+            _,
+        ) => method_not_allowed("a method this resource supports (see /v1/openapi.json)"),
+        _ => Err(ApiError::new(
+            http::StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {path}"),
+        )),
     }
 }
 
 /// Resolves the caller from an API key or a token, then applies the per-key rate limit.
 async fn authenticate(app: &impl Backend, req: &Request) -> Result<Principal, ApiError> {
     let cred = h::credential(req).ok_or_else(|| {
-        ApiError::unauthorized("send `Authorization: Bearer <api key or token>` or `X-API-Key: <api key>`")
+        ApiError::unauthorized(
+            "send `Authorization: Bearer <api key or token>` or `X-API-Key: <api key>`",
+        )
     })?;
     let p = if cred.starts_with(auth::KEY_PREFIX) {
         key_principal(app, cred).await?
@@ -118,7 +156,9 @@ async fn key_principal(app: &impl Backend, secret: &str) -> Result<Principal, Ap
     if !auth::looks_like_key(secret) {
         return Err(invalid());
     }
-    let k = directory::key_principal(app.db(), secret, now_ms()).await?.ok_or_else(invalid)?;
+    let k = directory::key_principal(app.db(), secret, now_ms())
+        .await?
+        .ok_or_else(invalid)?;
     Ok(Principal {
         org_id: k.org_id,
         member_id: k.member_id,
@@ -131,12 +171,22 @@ async fn key_principal(app: &impl Backend, secret: &str) -> Result<Principal, Ap
 
 /// Sends one operation to the caller's org object.
 async fn org_call(app: &impl Backend, p: &Principal, op: OrgOp) -> Result<Vec<u8>, ApiError> {
-    app.orgs().call(&OrgCall { org_id: p.org_id.clone(), actor: p.member_id.clone(), op }).await
+    app.orgs()
+        .call(&OrgCall {
+            org_id: p.org_id.clone(),
+            actor: p.member_id.clone(),
+            op,
+        })
+        .await
 }
 
 /// The caller's org id in a path: any other org is "not found", never "forbidden".
 fn own_org(p: &Principal, id: &str) -> Result<(), ApiError> {
-    if id == p.org_id { Ok(()) } else { Err(ApiError::not_found("org")) }
+    if id == p.org_id {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("org"))
+    }
 }
 
 mod doc {
@@ -152,12 +202,25 @@ mod doc {
             let c = openapi.components.get_or_insert_with(Default::default);
             c.add_security_scheme(
                 "bearer",
-                SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("tk_ key or JWT").build()),
+                SecurityScheme::Http(
+                    Http::builder()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("tk_ key or JWT")
+                        .build(),
+                ),
             );
-            c.add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
+            c.add_security_scheme(
+                "api_key",
+                SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+            );
             c.add_security_scheme(
                 "bootstrap",
-                SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("BOOTSTRAP_TOKEN").build()),
+                SecurityScheme::Http(
+                    Http::builder()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("BOOTSTRAP_TOKEN")
+                        .build(),
+                ),
             );
         }
     }
@@ -189,7 +252,9 @@ mod doc {
 /// The OpenAPI document as JSON.
 pub fn openapi_document() -> String {
     use utoipa::OpenApi;
-    doc::ApiDoc::openapi().to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    doc::ApiDoc::openapi()
+        .to_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
 #[cfg(test)]

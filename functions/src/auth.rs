@@ -13,8 +13,9 @@ pub const AUDIENCE: &str = "tether-api";
 /// How much of a key is kept in clear to tell keys apart in lists (`tk_` + 8 characters).
 const DISPLAY_LEN: usize = KEY_PREFIX.len() + 8;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Member,
@@ -52,7 +53,10 @@ impl Principal {
         if self.role >= role {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!("this needs the {} role", role.as_str())))
+            Err(ApiError::forbidden(format!(
+                "this needs the {} role",
+                role.as_str()
+            )))
         }
     }
 }
@@ -70,7 +74,11 @@ pub fn generate_key() -> Result<NewKey, ApiError> {
     let secret = format!("{KEY_PREFIX}{}", bs58::encode(bytes).into_string());
     let display_prefix = secret.chars().take(DISPLAY_LEN).collect();
     let hash = hash_key(&secret);
-    Ok(NewKey { secret, display_prefix, hash })
+    Ok(NewKey {
+        secret,
+        display_prefix,
+        hash,
+    })
 }
 
 /// Lower-case hex SHA-256 of the whole key.
@@ -81,7 +89,8 @@ pub fn hash_key(secret: &str) -> String {
 /// The cheap shape check done before any lookup: `tk_` and 40 to 48 base58 characters.
 pub fn looks_like_key(s: &str) -> bool {
     s.strip_prefix(KEY_PREFIX).is_some_and(|rest| {
-        (40..=48).contains(&rest.len()) && bs58::decode(rest).into_vec().is_ok_and(|b| b.len() == 32)
+        (40..=48).contains(&rest.len())
+            && bs58::decode(rest).into_vec().is_ok_and(|b| b.len() == 32)
     })
 }
 
@@ -100,7 +109,11 @@ pub struct Claims {
     pub exp: i64,
 }
 
-pub fn issue_token(config: &Config, p: &Principal, now_secs: i64) -> Result<(String, i64), ApiError> {
+pub fn issue_token(
+    config: &Config,
+    p: &Principal,
+    now_secs: i64,
+) -> Result<(String, i64), ApiError> {
     let exp = now_secs + config.token_ttl_secs;
     let claims = Claims {
         iss: ISSUER.into(),
@@ -129,10 +142,18 @@ pub fn verify_token(config: &Config, token: &str) -> Result<Principal, ApiError>
     v.set_issuer(&[ISSUER]);
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     v.leeway = 30;
-    let data = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&config.jwt_secret), &v)
-        .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
+    let data =
+        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&config.jwt_secret), &v)
+            .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
     let c = data.claims;
-    Ok(Principal { org_id: c.org, member_id: c.sub, user_id: c.uid, role: c.role, key_id: c.kid, by_key: false })
+    Ok(Principal {
+        org_id: c.org,
+        member_id: c.sub,
+        user_id: c.uid,
+        role: c.role,
+        key_id: c.kid,
+        by_key: false,
+    })
 }
 
 #[cfg(test)]
@@ -142,7 +163,11 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
     fn config() -> Config {
-        Config { jwt_secret: vec![7; 32], bootstrap_token: None, token_ttl_secs: 900 }
+        Config {
+            jwt_secret: vec![7; 32],
+            bootstrap_token: None,
+            token_ttl_secs: 900,
+        }
     }
 
     fn principal() -> Principal {
@@ -169,7 +194,10 @@ mod tests {
         assert_ne!(generate_key().unwrap().secret, k.secret);
         assert!(!looks_like_key("tk_short"));
         assert!(!looks_like_key(&k.secret.replace("tk_", "tx_")));
-        assert!(!looks_like_key(&format!("{}0", k.secret)), "0 is not base58");
+        assert!(
+            !looks_like_key(&format!("{}0", k.secret)),
+            "0 is not base58"
+        );
     }
 
     #[test]
@@ -177,14 +205,26 @@ mod tests {
         let (t, exp) = issue_token(&config(), &principal(), now()).unwrap();
         assert!(exp > now());
         let p = verify_token(&config(), &t).unwrap();
-        assert_eq!(p, Principal { by_key: false, ..principal() });
+        assert_eq!(
+            p,
+            Principal {
+                by_key: false,
+                ..principal()
+            }
+        );
     }
 
-    fn forge(header: &serde_json::Value, claims: &serde_json::Value, key: &[u8], alg: Algorithm) -> String {
+    fn forge(
+        header: &serde_json::Value,
+        claims: &serde_json::Value,
+        key: &[u8],
+        alg: Algorithm,
+    ) -> String {
         let h = B64.encode(serde_json::to_vec(header).unwrap());
         let c = B64.encode(serde_json::to_vec(claims).unwrap());
         let msg = format!("{h}.{c}");
-        let sig = jsonwebtoken::crypto::sign(msg.as_bytes(), &EncodingKey::from_secret(key), alg).unwrap();
+        let sig = jsonwebtoken::crypto::sign(msg.as_bytes(), &EncodingKey::from_secret(key), alg)
+            .unwrap();
         format!("{msg}.{sig}")
     }
 
@@ -204,7 +244,13 @@ mod tests {
         })
         .unwrap();
         let hs256 = serde_json::json!({"alg": "HS256", "typ": "JWT"});
-        assert!(verify_token(&cfg, &forge(&hs256, &good, &cfg.jwt_secret, Algorithm::HS256)).is_ok());
+        assert!(
+            verify_token(
+                &cfg,
+                &forge(&hs256, &good, &cfg.jwt_secret, Algorithm::HS256)
+            )
+            .is_ok()
+        );
 
         let mut expired = good.clone();
         expired["exp"] = (now() - 3600).into();
@@ -213,26 +259,67 @@ mod tests {
         let mut no_exp = good.clone();
         no_exp.as_object_mut().unwrap().remove("exp");
         for (name, token) in [
-            ("expired", forge(&hs256, &expired, &cfg.jwt_secret, Algorithm::HS256)),
-            ("wrong audience", forge(&hs256, &wrong_aud, &cfg.jwt_secret, Algorithm::HS256)),
-            ("no exp", forge(&hs256, &no_exp, &cfg.jwt_secret, Algorithm::HS256)),
-            ("wrong key", forge(&hs256, &good, &[8; 32], Algorithm::HS256)),
+            (
+                "expired",
+                forge(&hs256, &expired, &cfg.jwt_secret, Algorithm::HS256),
+            ),
+            (
+                "wrong audience",
+                forge(&hs256, &wrong_aud, &cfg.jwt_secret, Algorithm::HS256),
+            ),
+            (
+                "no exp",
+                forge(&hs256, &no_exp, &cfg.jwt_secret, Algorithm::HS256),
+            ),
+            (
+                "wrong key",
+                forge(&hs256, &good, &[8; 32], Algorithm::HS256),
+            ),
             (
                 "wrong algorithm",
-                forge(&serde_json::json!({"alg": "HS512"}), &good, &cfg.jwt_secret, Algorithm::HS512),
+                forge(
+                    &serde_json::json!({"alg": "HS512"}),
+                    &good,
+                    &cfg.jwt_secret,
+                    Algorithm::HS512,
+                ),
             ),
-            ("alg none", format!("{}.{}.", B64.encode(br#"{"alg":"none"}"#), B64.encode(good.to_string()))),
+            (
+                "alg none",
+                format!(
+                    "{}.{}.",
+                    B64.encode(br#"{"alg":"none"}"#),
+                    B64.encode(good.to_string())
+                ),
+            ),
             ("garbage", "not.a.token".into()),
         ] {
             let e = verify_token(&cfg, &token).unwrap_err();
             assert_eq!(e.status.as_u16(), 401, "{name}");
         }
         // Tampered: a valid token with its payload swapped for an owner's.
-        let (t, _) = issue_token(&cfg, &Principal { role: Role::Member, ..principal() }, now()).unwrap();
+        let (t, _) = issue_token(
+            &cfg,
+            &Principal {
+                role: Role::Member,
+                ..principal()
+            },
+            now(),
+        )
+        .unwrap();
         let parts: Vec<&str> = t.split('.').collect();
-        let mut claims: serde_json::Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
         claims["role"] = "owner".into();
-        let tampered = format!("{}.{}.{}", parts[0], B64.encode(claims.to_string()), parts[2]);
-        assert_eq!(verify_token(&cfg, &tampered).unwrap_err().status.as_u16(), 401);
+        let tampered = format!(
+            "{}.{}.{}",
+            parts[0],
+            B64.encode(claims.to_string()),
+            parts[2]
+        );
+        assert_eq!(
+            verify_token(&cfg, &tampered).unwrap_err().status.as_u16(),
+            401
+        );
     }
 }

@@ -13,16 +13,29 @@ use tether_durable::sql::{SqlError, SqlValue};
 
 /// The directory database: SQLite semantics, asynchronous (Cloudflare D1).
 pub trait Db {
-    async fn query<T: DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<T>, SqlError>;
+    async fn query<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: &[SqlValue],
+    ) -> Result<Vec<T>, SqlError>;
 
     /// Runs statements atomically, in order; answers how many rows each changed.
     async fn batch(&self, statements: &[(&str, Vec<SqlValue>)]) -> Result<Vec<u64>, SqlError>;
 
     async fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, SqlError> {
-        Ok(self.batch(&[(sql, params.to_vec())]).await?.first().copied().unwrap_or(0))
+        Ok(self
+            .batch(&[(sql, params.to_vec())])
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(0))
     }
 
-    async fn query_one<T: DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> Result<Option<T>, SqlError> {
+    async fn query_one<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: &[SqlValue],
+    ) -> Result<Option<T>, SqlError> {
         Ok(self.query(sql, params).await?.into_iter().next())
     }
 }
@@ -52,7 +65,9 @@ pub struct Config {
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config").field("token_ttl_secs", &self.token_ttl_secs).finish_non_exhaustive()
+        f.debug_struct("Config")
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .finish_non_exhaustive()
     }
 }
 

@@ -176,7 +176,11 @@ impl From<MemberRow> for Member {
     fn from(r: MemberRow) -> Self {
         Self {
             id: r.id,
-            user: User { id: r.user_id, email: r.email, name: r.name },
+            user: User {
+                id: r.user_id,
+                email: r.email,
+                name: r.name,
+            },
             role: r.role,
             created_at: rfc3339(r.created_at),
         }
@@ -225,7 +229,10 @@ fn email(value: &str) -> Result<String, ApiError> {
     let v = value.trim();
     let ok = v.len() <= EMAIL_MAX
         && v.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
         })
         && !v.chars().any(|c| c.is_whitespace() || c.is_control());
     if !ok {
@@ -236,8 +243,16 @@ fn email(value: &str) -> Result<String, ApiError> {
 
 /// `Tether Labs` -> `TET`.
 fn derive_prefix(name: &str) -> String {
-    let letters: String = name.chars().filter(char::is_ascii_alphabetic).take(3).collect();
-    if letters.len() >= 2 { letters.to_ascii_uppercase() } else { "TSK".into() }
+    let letters: String = name
+        .chars()
+        .filter(char::is_ascii_alphabetic)
+        .take(3)
+        .collect();
+    if letters.len() >= 2 {
+        letters.to_ascii_uppercase()
+    } else {
+        "TSK".into()
+    }
 }
 
 fn prefix(name: &str, given: Option<&str>) -> Result<String, ApiError> {
@@ -282,7 +297,13 @@ fn new_key_statement(
         last_used_at: None,
         revoked_at: None,
     };
-    Ok((stmt, NewApiKey { key, secret: k.secret }))
+    Ok((
+        stmt,
+        NewApiKey {
+            key,
+            secret: k.secret,
+        },
+    ))
 }
 
 /// Creates an org with `user` (existing or new) as owner and a first key; when `bootstrap`, only
@@ -302,7 +323,10 @@ async fn create_org_with_owner(
     let mut stmts: Vec<(&str, Vec<SqlValue>)> = Vec::new();
     if bootstrap {
         // A second bootstrap fails here on the primary key, rolling back the whole batch.
-        stmts.push(("INSERT INTO meta (key, value) VALUES ('bootstrapped', ?)", vec![now.to_string().into()]));
+        stmts.push((
+            "INSERT INTO meta (key, value) VALUES ('bootstrapped', ?)",
+            vec![now.to_string().into()],
+        ));
     }
     let (user_id, email, user_name) = match user {
         Ok(existing) => {
@@ -312,7 +336,10 @@ async fn create_org_with_owner(
                 name: String,
             }
             let u: U = db
-                .query_one("SELECT email, name FROM users WHERE id = ?", &[existing.clone().into()])
+                .query_one(
+                    "SELECT email, name FROM users WHERE id = ?",
+                    &[existing.clone().into()],
+                )
                 .await?
                 .ok_or_else(|| ApiError::unauthorized("unknown user"))?;
             (existing, u.email, u.name)
@@ -321,24 +348,43 @@ async fn create_org_with_owner(
             let id = ids::new(ids::USER);
             stmts.push((
                 "INSERT INTO users (id, email, name, created_at) VALUES (?, ?, ?, ?)",
-                vec![id.clone().into(), email.clone().into(), name.clone().into(), now.into()],
+                vec![
+                    id.clone().into(),
+                    email.clone().into(),
+                    name.clone().into(),
+                    now.into(),
+                ],
             ));
             (id, email, name)
         }
     };
     stmts.push((
         "INSERT INTO orgs (id, name, task_prefix, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-        vec![org_id.clone().into(), name.clone().into(), task_prefix.clone().into(), now.into(), now.into()],
+        vec![
+            org_id.clone().into(),
+            name.clone().into(),
+            task_prefix.clone().into(),
+            now.into(),
+            now.into(),
+        ],
     ));
     stmts.push((
         "INSERT INTO members (id, org_id, user_id, role, created_at) VALUES (?, ?, ?, 'owner', ?)",
-        vec![member_id.clone().into(), org_id.clone().into(), user_id.clone().into(), now.into()],
+        vec![
+            member_id.clone().into(),
+            org_id.clone().into(),
+            user_id.clone().into(),
+            now.into(),
+        ],
     ));
     let (key_stmt, api_key) = new_key_statement(&org_id, &member_id, "owner", now)?;
     stmts.push(key_stmt);
     db.batch(&stmts).await.map_err(|e| {
         if bootstrap && e.unique_violation {
-            ApiError::conflict("already_bootstrapped", "this deployment already has its first org")
+            ApiError::conflict(
+                "already_bootstrapped",
+                "this deployment already has its first org",
+            )
         } else {
             ApiError::from(e)
         }
@@ -353,7 +399,11 @@ async fn create_org_with_owner(
         },
         member: Member {
             id: member_id,
-            user: User { id: user_id, email, name: user_name },
+            user: User {
+                id: user_id,
+                email,
+                name: user_name,
+            },
             role: Role::Owner,
             created_at: rfc3339(now),
         },
@@ -364,20 +414,52 @@ async fn create_org_with_owner(
 pub async fn bootstrap(db: &impl Db, input: Bootstrap, now: i64) -> Result<CreatedOrg, ApiError> {
     let mail = email(&input.email)?;
     let name = validate::line("name", &input.name, validate::NAME_MAX)?;
-    create_org_with_owner(db, &input.org_name, input.task_prefix.as_deref(), Err((mail, name)), now, true).await
+    create_org_with_owner(
+        db,
+        &input.org_name,
+        input.task_prefix.as_deref(),
+        Err((mail, name)),
+        now,
+        true,
+    )
+    .await
 }
 
-pub async fn create_org(db: &impl Db, user_id: &str, input: CreateOrg, now: i64) -> Result<CreatedOrg, ApiError> {
-    let n = count(db, "SELECT count(*) AS n FROM members WHERE user_id = ? AND role = 'owner'", &[user_id.into()])
-        .await?;
+pub async fn create_org(
+    db: &impl Db,
+    user_id: &str,
+    input: CreateOrg,
+    now: i64,
+) -> Result<CreatedOrg, ApiError> {
+    let n = count(
+        db,
+        "SELECT count(*) AS n FROM members WHERE user_id = ? AND role = 'owner'",
+        &[user_id.into()],
+    )
+    .await?;
     if n >= MAX_ORGS_PER_USER {
-        return Err(ApiError::conflict("limit_exceeded", format!("a user owns at most {MAX_ORGS_PER_USER} orgs")));
+        return Err(ApiError::conflict(
+            "limit_exceeded",
+            format!("a user owns at most {MAX_ORGS_PER_USER} orgs"),
+        ));
     }
-    create_org_with_owner(db, &input.name, input.task_prefix.as_deref(), Ok(user_id.to_owned()), now, false).await
+    create_org_with_owner(
+        db,
+        &input.name,
+        input.task_prefix.as_deref(),
+        Ok(user_id.to_owned()),
+        now,
+        false,
+    )
+    .await
 }
 
 /// Resolves an API key; revoked and unknown keys resolve to nothing.
-pub async fn key_principal(db: &impl Db, secret: &str, now: i64) -> Result<Option<KeyPrincipal>, ApiError> {
+pub async fn key_principal(
+    db: &impl Db,
+    secret: &str,
+    now: i64,
+) -> Result<Option<KeyPrincipal>, ApiError> {
     let found: Option<KeyPrincipal> = db
         .query_one(
             "SELECT k.id AS key_id, k.last_used_at, m.id AS member_id, m.user_id, m.role, m.org_id
@@ -388,16 +470,22 @@ pub async fn key_principal(db: &impl Db, secret: &str, now: i64) -> Result<Optio
         .await?;
     if let Some(k) = &found {
         if k.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY_MS) {
-            db.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", &[now.into(), k.key_id.clone().into()])
-                .await?;
+            db.execute(
+                "UPDATE api_keys SET last_used_at = ? WHERE id = ?",
+                &[now.into(), k.key_id.clone().into()],
+            )
+            .await?;
         }
     }
     Ok(found)
 }
 
 pub async fn org(db: &impl Db, org_id: &str) -> Result<Org, ApiError> {
-    let row: Option<OrgRow> = db.query_one("SELECT * FROM orgs WHERE id = ?", &[org_id.into()]).await?;
-    row.map(Into::into).ok_or_else(|| ApiError::not_found("org"))
+    let row: Option<OrgRow> = db
+        .query_one("SELECT * FROM orgs WHERE id = ?", &[org_id.into()])
+        .await?;
+    row.map(Into::into)
+        .ok_or_else(|| ApiError::not_found("org"))
 }
 
 /// The orgs a user belongs to.
@@ -411,7 +499,12 @@ pub async fn orgs_of_user(db: &impl Db, user_id: &str) -> Result<Vec<Org>, ApiEr
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
-pub async fn update_org(db: &impl Db, org_id: &str, patch: UpdateOrg, now: i64) -> Result<Org, ApiError> {
+pub async fn update_org(
+    db: &impl Db,
+    org_id: &str,
+    patch: UpdateOrg,
+    now: i64,
+) -> Result<Org, ApiError> {
     let mut o = org(db, org_id).await?;
     if let Some(n) = patch.name {
         o.name = validate::line("name", &n, validate::NAME_MAX)?;
@@ -421,7 +514,12 @@ pub async fn update_org(db: &impl Db, org_id: &str, patch: UpdateOrg, now: i64) 
     }
     db.execute(
         "UPDATE orgs SET name = ?, task_prefix = ?, updated_at = ? WHERE id = ?",
-        &[o.name.into(), o.task_prefix.into(), now.into(), org_id.into()],
+        &[
+            o.name.into(),
+            o.task_prefix.into(),
+            now.into(),
+            org_id.into(),
+        ],
     )
     .await?;
     org(db, org_id).await
@@ -429,13 +527,18 @@ pub async fn update_org(db: &impl Db, org_id: &str, patch: UpdateOrg, now: i64) 
 
 pub async fn delete_org(db: &impl Db, org_id: &str) -> Result<(), ApiError> {
     // Members and keys go with it (ON DELETE CASCADE).
-    db.execute("DELETE FROM orgs WHERE id = ?", &[org_id.into()]).await?;
+    db.execute("DELETE FROM orgs WHERE id = ?", &[org_id.into()])
+        .await?;
     Ok(())
 }
 
 pub async fn members(db: &impl Db, org_id: &str) -> Result<Vec<Member>, ApiError> {
-    let rows: Vec<MemberRow> =
-        db.query(&format!("{MEMBER_SELECT} WHERE m.org_id = ? ORDER BY m.id"), &[org_id.into()]).await?;
+    let rows: Vec<MemberRow> = db
+        .query(
+            &format!("{MEMBER_SELECT} WHERE m.org_id = ? ORDER BY m.id"),
+            &[org_id.into()],
+        )
+        .await?;
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
@@ -443,19 +546,42 @@ pub async fn members(db: &impl Db, org_id: &str) -> Result<Vec<Member>, ApiError
 pub async fn member(db: &impl Db, org_id: &str, member_id: &str) -> Result<Member, ApiError> {
     ids::check(ids::MEMBER, "id", member_id)?;
     let row: Option<MemberRow> = db
-        .query_one(&format!("{MEMBER_SELECT} WHERE m.org_id = ? AND m.id = ?"), &[org_id.into(), member_id.into()])
+        .query_one(
+            &format!("{MEMBER_SELECT} WHERE m.org_id = ? AND m.id = ?"),
+            &[org_id.into(), member_id.into()],
+        )
         .await?;
-    row.map(Into::into).ok_or_else(|| ApiError::not_found("member"))
+    row.map(Into::into)
+        .ok_or_else(|| ApiError::not_found("member"))
 }
 
-pub async fn create_member(db: &impl Db, org_id: &str, input: CreateMember, now: i64) -> Result<CreatedMember, ApiError> {
+pub async fn create_member(
+    db: &impl Db,
+    org_id: &str,
+    input: CreateMember,
+    now: i64,
+) -> Result<CreatedMember, ApiError> {
     let mail = email(&input.email)?;
     let name = validate::line("name", &input.name, validate::NAME_MAX)?;
-    if count(db, "SELECT count(*) AS n FROM members WHERE org_id = ?", &[org_id.into()]).await? >= MAX_MEMBERS_PER_ORG {
-        return Err(ApiError::conflict("limit_exceeded", format!("an org has at most {MAX_MEMBERS_PER_ORG} members")));
+    if count(
+        db,
+        "SELECT count(*) AS n FROM members WHERE org_id = ?",
+        &[org_id.into()],
+    )
+    .await?
+        >= MAX_MEMBERS_PER_ORG
+    {
+        return Err(ApiError::conflict(
+            "limit_exceeded",
+            format!("an org has at most {MAX_MEMBERS_PER_ORG} members"),
+        ));
     }
-    let existing: Option<IdRow> =
-        db.query_one("SELECT id FROM users WHERE email = ?", &[mail.clone().into()]).await?;
+    let existing: Option<IdRow> = db
+        .query_one(
+            "SELECT id FROM users WHERE email = ?",
+            &[mail.clone().into()],
+        )
+        .await?;
     let mut stmts: Vec<(&str, Vec<SqlValue>)> = Vec::new();
     let user_id = match existing {
         Some(u) => {
@@ -466,7 +592,10 @@ pub async fn create_member(db: &impl Db, org_id: &str, input: CreateMember, now:
             )
             .await?;
             if n > 0 {
-                return Err(ApiError::conflict("already_member", format!("{mail} is already a member")));
+                return Err(ApiError::conflict(
+                    "already_member",
+                    format!("{mail} is already a member"),
+                ));
             }
             u.id
         }
@@ -474,7 +603,12 @@ pub async fn create_member(db: &impl Db, org_id: &str, input: CreateMember, now:
             let id = ids::new(ids::USER);
             stmts.push((
                 "INSERT INTO users (id, email, name, created_at) VALUES (?, ?, ?, ?)",
-                vec![id.clone().into(), mail.clone().into(), name.into(), now.into()],
+                vec![
+                    id.clone().into(),
+                    mail.clone().into(),
+                    name.into(),
+                    now.into(),
+                ],
             ));
             id
         }
@@ -482,7 +616,13 @@ pub async fn create_member(db: &impl Db, org_id: &str, input: CreateMember, now:
     let member_id = ids::new(ids::MEMBER);
     stmts.push((
         "INSERT INTO members (id, org_id, user_id, role, created_at) VALUES (?, ?, ?, ?, ?)",
-        vec![member_id.clone().into(), org_id.into(), user_id.into(), input.role.as_str().into(), now.into()],
+        vec![
+            member_id.clone().into(),
+            org_id.into(),
+            user_id.into(),
+            input.role.as_str().into(),
+            now.into(),
+        ],
     ));
     let (key_stmt, api_key) = new_key_statement(org_id, &member_id, "initial", now)?;
     stmts.push(key_stmt);
@@ -493,17 +633,33 @@ pub async fn create_member(db: &impl Db, org_id: &str, input: CreateMember, now:
             ApiError::from(e)
         }
     })?;
-    Ok(CreatedMember { member: member(db, org_id, &member_id).await?, api_key })
+    Ok(CreatedMember {
+        member: member(db, org_id, &member_id).await?,
+        api_key,
+    })
 }
 
 async fn owners(db: &impl Db, org_id: &str) -> Result<i64, ApiError> {
-    count(db, "SELECT count(*) AS n FROM members WHERE org_id = ? AND role = 'owner'", &[org_id.into()]).await
+    count(
+        db,
+        "SELECT count(*) AS n FROM members WHERE org_id = ? AND role = 'owner'",
+        &[org_id.into()],
+    )
+    .await
 }
 
-pub async fn set_role(db: &impl Db, org_id: &str, member_id: &str, role: Role) -> Result<Member, ApiError> {
+pub async fn set_role(
+    db: &impl Db,
+    org_id: &str,
+    member_id: &str,
+    role: Role,
+) -> Result<Member, ApiError> {
     let m = member(db, org_id, member_id).await?;
     if m.role == Role::Owner && role != Role::Owner && owners(db, org_id).await? <= 1 {
-        return Err(ApiError::conflict("last_owner", "an org needs at least one owner"));
+        return Err(ApiError::conflict(
+            "last_owner",
+            "an org needs at least one owner",
+        ));
     }
     db.execute(
         "UPDATE members SET role = ? WHERE org_id = ? AND id = ?",
@@ -516,14 +672,25 @@ pub async fn set_role(db: &impl Db, org_id: &str, member_id: &str, role: Role) -
 pub async fn remove_member(db: &impl Db, org_id: &str, member_id: &str) -> Result<(), ApiError> {
     let m = member(db, org_id, member_id).await?;
     if m.role == Role::Owner && owners(db, org_id).await? <= 1 {
-        return Err(ApiError::conflict("last_owner", "an org needs at least one owner"));
+        return Err(ApiError::conflict(
+            "last_owner",
+            "an org needs at least one owner",
+        ));
     }
-    db.execute("DELETE FROM members WHERE org_id = ? AND id = ?", &[org_id.into(), member_id.into()]).await?;
+    db.execute(
+        "DELETE FROM members WHERE org_id = ? AND id = ?",
+        &[org_id.into(), member_id.into()],
+    )
+    .await?;
     Ok(())
 }
 
 /// Keys of the org, or of one member when `member_id` is given. Revoked keys are listed too.
-pub async fn api_keys(db: &impl Db, org_id: &str, member_id: Option<&str>) -> Result<Vec<ApiKey>, ApiError> {
+pub async fn api_keys(
+    db: &impl Db,
+    org_id: &str,
+    member_id: Option<&str>,
+) -> Result<Vec<ApiKey>, ApiError> {
     let rows: Vec<KeyRow> = match member_id {
         Some(m) => {
             db.query(
@@ -532,7 +699,13 @@ pub async fn api_keys(db: &impl Db, org_id: &str, member_id: Option<&str>) -> Re
             )
             .await?
         }
-        None => db.query("SELECT * FROM api_keys WHERE org_id = ? ORDER BY id", &[org_id.into()]).await?,
+        None => {
+            db.query(
+                "SELECT * FROM api_keys WHERE org_id = ? ORDER BY id",
+                &[org_id.into()],
+            )
+            .await?
+        }
     };
     Ok(rows.into_iter().map(Into::into).collect())
 }
@@ -540,9 +713,13 @@ pub async fn api_keys(db: &impl Db, org_id: &str, member_id: Option<&str>) -> Re
 pub async fn api_key(db: &impl Db, org_id: &str, key_id: &str) -> Result<ApiKey, ApiError> {
     ids::check(ids::API_KEY, "id", key_id)?;
     let row: Option<KeyRow> = db
-        .query_one("SELECT * FROM api_keys WHERE org_id = ? AND id = ?", &[org_id.into(), key_id.into()])
+        .query_one(
+            "SELECT * FROM api_keys WHERE org_id = ? AND id = ?",
+            &[org_id.into(), key_id.into()],
+        )
         .await?;
-    row.map(Into::into).ok_or_else(|| ApiError::not_found("api key"))
+    row.map(Into::into)
+        .ok_or_else(|| ApiError::not_found("api key"))
 }
 
 pub async fn create_api_key(
@@ -571,7 +748,12 @@ pub async fn create_api_key(
 }
 
 /// Revokes a key (idempotent); answers the key as it now is.
-pub async fn revoke_api_key(db: &impl Db, org_id: &str, key_id: &str, now: i64) -> Result<ApiKey, ApiError> {
+pub async fn revoke_api_key(
+    db: &impl Db,
+    org_id: &str,
+    key_id: &str,
+    now: i64,
+) -> Result<ApiKey, ApiError> {
     db.execute(
         "UPDATE api_keys SET revoked_at = ? WHERE org_id = ? AND id = ? AND revoked_at IS NULL",
         &[now.into(), org_id.into(), key_id.into()],
@@ -582,7 +764,12 @@ pub async fn revoke_api_key(db: &impl Db, org_id: &str, key_id: &str, now: i64) 
 
 /// Revoked keys are kept for a while so lists can show them, then purged.
 pub async fn purge_revoked_keys(db: &impl Db, older_than: i64) -> Result<u64, ApiError> {
-    Ok(db.execute("DELETE FROM api_keys WHERE revoked_at IS NOT NULL AND revoked_at < ?", &[older_than.into()]).await?)
+    Ok(db
+        .execute(
+            "DELETE FROM api_keys WHERE revoked_at IS NOT NULL AND revoked_at < ?",
+            &[older_than.into()],
+        )
+        .await?)
 }
 
 #[cfg(test)]

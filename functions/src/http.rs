@@ -17,7 +17,10 @@ fn response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Re
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     res
 }
 
@@ -42,11 +45,14 @@ pub fn no_content() -> Response {
 pub fn error(e: &ApiError) -> Response {
     let mut res = json(e.status, &e.body);
     if let Some(secs) = e.retry_after {
-        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     if e.status == StatusCode::UNAUTHORIZED {
-        res.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"tether\""));
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"tether\""),
+        );
     }
     res
 }
@@ -59,7 +65,13 @@ pub fn body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
         return Err(too_large());
     }
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        let essence = ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim();
+        let essence = ct
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim();
         if !essence.eq_ignore_ascii_case("application/json") {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -69,16 +81,22 @@ pub fn body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
         }
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("invalid_json", "a JSON request body is required"));
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "a JSON request body is required",
+        ));
     }
     serde_json::from_slice(bytes).map_err(|e| {
         let at = serde_json::json!({ "line": e.line(), "column": e.column() });
         match e.classify() {
-            serde_json::error::Category::Data => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", e.to_string())
-                    .with_details(at)
-            }
-            _ => ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")).with_details(at),
+            serde_json::error::Category::Data => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                e.to_string(),
+            )
+            .with_details(at),
+            _ => ApiError::bad_request("invalid_json", format!("malformed JSON: {e}"))
+                .with_details(at),
         }
     })
 }
@@ -102,9 +120,14 @@ pub fn credential(req: &Request) -> Option<&str> {
     if let Some(v) = req.headers().get(header::AUTHORIZATION) {
         let v = v.to_str().ok()?;
         let (scheme, token) = v.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then_some(token.trim());
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then_some(token.trim());
     }
-    req.headers().get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    req.headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 #[cfg(test)]
@@ -140,19 +163,35 @@ mod tests {
         assert_eq!(status(br#"{"title":"x","extra":1}"#), 422, "unknown field");
         assert_eq!(status(br#"{"n":1}"#), 422, "missing field");
         assert_eq!(status(br#"{"title":"x","n":-1}"#), 422, "out of range");
-        assert_eq!(status(&[b'['; 10_000]), 422, "deep nesting of the wrong shape");
+        assert_eq!(
+            status(&[b'['; 10_000]),
+            422,
+            "deep nesting of the wrong shape"
+        );
         assert_eq!(status(&vec![b' '; MAX_BODY + 1]), 413);
-        let r = http::Request::builder().header("content-type", "text/plain").body(b"{}".to_vec()).unwrap();
+        let r = http::Request::builder()
+            .header("content-type", "text/plain")
+            .body(b"{}".to_vec())
+            .unwrap();
         assert_eq!(body::<In>(&r).unwrap_err().status.as_u16(), 415);
     }
 
     #[test]
     fn credentials_from_either_header() {
-        let r = http::Request::builder().header("authorization", "Bearer  tk_abc ").body(vec![]).unwrap();
+        let r = http::Request::builder()
+            .header("authorization", "Bearer  tk_abc ")
+            .body(vec![])
+            .unwrap();
         assert_eq!(credential(&r), Some("tk_abc"));
-        let r = http::Request::builder().header("x-api-key", "tk_x").body(vec![]).unwrap();
+        let r = http::Request::builder()
+            .header("x-api-key", "tk_x")
+            .body(vec![])
+            .unwrap();
         assert_eq!(credential(&r), Some("tk_x"));
-        let r = http::Request::builder().header("authorization", "Basic Zm9v").body(vec![]).unwrap();
+        let r = http::Request::builder()
+            .header("authorization", "Basic Zm9v")
+            .body(vec![])
+            .unwrap();
         assert_eq!(credential(&r), None);
     }
 }

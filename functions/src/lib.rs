@@ -17,4 +17,7 @@ pub mod http;
 pub mod public;
 
 /// The D1 migrations, in order, for backends that apply them themselves (tests).
-pub const MIGRATIONS: &[(&str, &str)] = &[("0001_directory.sql", include_str!("../migrations/0001_directory.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_directory.sql",
+    include_str!("../migrations/0001_directory.sql"),
+)];

@@ -23,7 +23,12 @@ pub struct Version {
 
 #[utoipa::path(get, path = "/health", tag = "meta", responses((status = 200, body = Health)))]
 pub fn health() -> Response {
-    h::json(StatusCode::OK, &Health { status: "ok".into() })
+    h::json(
+        StatusCode::OK,
+        &Health {
+            status: "ok".into(),
+        },
+    )
 }
 
 #[utoipa::path(get, path = "/version", tag = "meta", responses((status = 200, body = Version)))]
@@ -44,7 +49,11 @@ pub fn version(runtime: &str) -> Response {
     responses((status = 200, description = "this document", content_type = "application/json")))]
 pub fn openapi() -> Response {
     static DOC: OnceLock<Vec<u8>> = OnceLock::new();
-    h::json_bytes(StatusCode::OK, DOC.get_or_init(|| crate::api::openapi_document().into_bytes()).clone())
+    h::json_bytes(
+        StatusCode::OK,
+        DOC.get_or_init(|| crate::api::openapi_document().into_bytes())
+            .clone(),
+    )
 }
 
 /// Answers the public routes; `None` for everything else.

@@ -3,7 +3,7 @@
 //
 //   PORT=0 PERSIST_DIR=/tmp/x JWT_SECRET=... BOOTSTRAP_TOKEN=... node tests/harness/workerd.mjs
 //
-// Prints one JSON line {"url": "..."} when ready. Stops when stdin closes (so it never outlives
+// Prints `TETHER_READY {"url": "..."}` when ready. Stops when stdin closes (so it never outlives
 // the test that started it) or on SIGTERM/SIGINT.
 import { Miniflare } from "miniflare";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
@@ -15,6 +15,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const persist = process.env.PERSIST_DIR || false;
 
 const { workerOptions } = unstable_getMiniflareWorkerOptions(join(root, "wrangler.toml"));
+// Secrets come from this process's environment only, never from a developer's .dev.vars.
+const { JWT_SECRET: _jwt, BOOTSTRAP_TOKEN: _boot, ...vars } = workerOptions.bindings ?? {};
 const mf = new Miniflare({
   ...workerOptions,
   host: "127.0.0.1",
@@ -24,7 +26,7 @@ const mf = new Miniflare({
   modulesRoot: join(root, "edge/build"),
   modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
   bindings: {
-    ...workerOptions.bindings,
+    ...vars,
     JWT_SECRET: process.env.JWT_SECRET,
     ...(process.env.BOOTSTRAP_TOKEN ? { BOOTSTRAP_TOKEN: process.env.BOOTSTRAP_TOKEN } : {}),
     ...(process.env.TOKEN_TTL_SECS ? { TOKEN_TTL_SECS: process.env.TOKEN_TTL_SECS } : {}),
@@ -58,7 +60,7 @@ for (const name of readdirSync(dir).filter((f) => f.endsWith(".sql")).sort()) {
   ]);
 }
 
-console.log(JSON.stringify({ url: url.toString().replace(/\/$/, "") }));
+console.log("TETHER_READY " + JSON.stringify({ url: url.toString().replace(/\/$/, "") }));
 
 let stopping = false;
 async function stop() {

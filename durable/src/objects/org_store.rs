@@ -18,13 +18,20 @@ fn error(status: u16, body: &ErrorBody) -> Result<Response> {
 
 impl DurableObject for OrgStore {
     fn new(state: State, _env: Env) -> Self {
-        Self { sql: DoSql::new(&state) }
+        Self {
+            sql: DoSql::new(&state),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let call: OrgCall = match req.json().await {
             Ok(c) => c,
-            Err(e) => return error(400, &ErrorBody::new("bad_request", format!("not an org call: {e}"))),
+            Err(e) => {
+                return error(
+                    400,
+                    &ErrorBody::new("bad_request", format!("not an org call: {e}")),
+                );
+            }
         };
         let sql = match &self.sql {
             Ok(sql) => sql,

@@ -88,7 +88,11 @@ pub struct CreateProject {
 pub struct UpdateProject {
     pub name: Option<String>,
     /// `null` removes the URL.
-    #[serde(default, deserialize_with = "patch", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub repo_url: Option<Option<String>>,
     pub default_branch: Option<String>,
@@ -191,11 +195,19 @@ pub struct UpdateTask {
     pub priority: Option<Priority>,
     pub status_id: Option<String>,
     /// `null` detaches the task from its project.
-    #[serde(default, deserialize_with = "patch", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub project_id: Option<Option<String>>,
     /// `null` unassigns.
-    #[serde(default, deserialize_with = "patch", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub assignee_id: Option<Option<String>>,
     /// Replaces the whole label set.

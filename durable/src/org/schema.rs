@@ -72,8 +72,13 @@ pub enum State {
 
 /// Brings the database up to the newest schema. Cheap when it already is.
 pub fn migrate(sql: &impl Sql) -> Result<State, SqlError> {
-    sql.execute_script("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")?;
-    if sql.query_one::<Version>("SELECT value FROM meta WHERE key = 'destroyed'", &[])?.is_some() {
+    sql.execute_script(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    )?;
+    if sql
+        .query_one::<Version>("SELECT value FROM meta WHERE key = 'destroyed'", &[])?
+        .is_some()
+    {
         return Ok(State::Destroyed);
     }
     let current: usize = sql

@@ -101,7 +101,11 @@ impl From<TaskRow> for Task {
             title: r.title,
             description: r.description,
             priority: r.priority,
-            status: TaskStatusRef { id: r.status_id, name: r.status_name, category: r.status_category },
+            status: TaskStatusRef {
+                id: r.status_id,
+                name: r.status_name,
+                category: r.status_category,
+            },
             project_id: r.project_id,
             assignee_id: r.assignee_id,
             labels: serde_json::from_str(&r.labels).unwrap_or_default(),
@@ -144,7 +148,10 @@ fn encode_cursor(key: &str) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Result<String, StoreError> {
-    let bad = || StoreError::BadRequest { field: "cursor".into(), message: "is not a cursor this API issued".into() };
+    let bad = || StoreError::BadRequest {
+        field: "cursor".into(),
+        message: "is not a cursor this API issued".into(),
+    };
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     String::from_utf8(bytes).map_err(|_| bad())
 }
@@ -156,8 +163,15 @@ where
 {
     let more = rows.len() as i64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(0));
-    let next_cursor = if more { rows.last().map(|r| encode_cursor(&key(r))) } else { None };
-    Page { data: rows.into_iter().map(Into::into).collect(), next_cursor }
+    let next_cursor = if more {
+        rows.last().map(|r| encode_cursor(&key(r)))
+    } else {
+        None
+    };
+    Page {
+        data: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }
 }
 
 fn is_slug(key: &str) -> bool {
@@ -209,12 +223,14 @@ impl<'a, S: Sql> Store<'a, S> {
             OrgOp::ListStatuses => json(self.statuses()?),
             OrgOp::CreateStatus(input) => json(self.create_status(input, now)?),
             OrgOp::UpdateStatus { id, patch } => json(self.update_status(&id, patch, now)?),
-            OrgOp::DeleteStatus { id, replace_with } => {
-                self.delete_status(&id, replace_with.as_deref(), now).map(|()| Value::Null)
-            }
+            OrgOp::DeleteStatus { id, replace_with } => self
+                .delete_status(&id, replace_with.as_deref(), now)
+                .map(|()| Value::Null),
             OrgOp::ListTasks(q) => json(self.list_tasks(&q)?),
             OrgOp::GetTask { key } => json(self.task(&key)?),
-            OrgOp::CreateTask { task, prefix } => json(self.create_task(task, &prefix, &actor, now)?),
+            OrgOp::CreateTask { task, prefix } => {
+                json(self.create_task(task, &prefix, &actor, now)?)
+            }
             OrgOp::UpdateTask { key, patch } => json(self.update_task(&key, patch, now)?),
             OrgOp::DeleteTask { key } => self.delete_task(&key).map(|()| Value::Null),
             OrgOp::UnassignMember { member_id } => {
@@ -245,14 +261,21 @@ impl<'a, S: Sql> Store<'a, S> {
         params: &[SqlValue],
         what: &'static str,
     ) -> Result<T, StoreError> {
-        self.sql.query_one(sql, params)?.ok_or(StoreError::NotFound { what })
+        self.sql
+            .query_one(sql, params)?
+            .ok_or(StoreError::NotFound { what })
     }
 
     // ---- projects ----
 
     fn list_projects(&self, q: &PageQuery) -> Result<Page<Project>, StoreError> {
         let limit = page_limit(q.limit)?;
-        let after = q.cursor.as_deref().map(decode_cursor).transpose()?.unwrap_or_default();
+        let after = q
+            .cursor
+            .as_deref()
+            .map(decode_cursor)
+            .transpose()?
+            .unwrap_or_default();
         let rows: Vec<ProjectRow> = self.sql.query(
             "SELECT * FROM projects WHERE id > ? ORDER BY id LIMIT ?",
             &[after.into(), (limit + 1).into()],
@@ -262,8 +285,12 @@ impl<'a, S: Sql> Store<'a, S> {
 
     fn project(&self, id: &str) -> Result<Project, StoreError> {
         ids::check(ids::PROJECT, "id", id)?;
-        self.one::<ProjectRow>("SELECT * FROM projects WHERE id = ?", &[id.into()], "project")
-            .map(Into::into)
+        self.one::<ProjectRow>(
+            "SELECT * FROM projects WHERE id = ?",
+            &[id.into()],
+            "project",
+        )
+        .map(Into::into)
     }
 
     fn project_name_taken(&self, name: &str, except: &str) -> Result<(), StoreError> {
@@ -282,8 +309,15 @@ impl<'a, S: Sql> Store<'a, S> {
 
     fn create_project(&self, input: CreateProject, now: i64) -> Result<Project, StoreError> {
         let name = validate::line("name", &input.name, validate::NAME_MAX)?;
-        let repo_url = input.repo_url.as_deref().map(|u| validate::repo_url("repo_url", u)).transpose()?;
-        let branch = validate::branch("default_branch", input.default_branch.as_deref().unwrap_or("main"))?;
+        let repo_url = input
+            .repo_url
+            .as_deref()
+            .map(|u| validate::repo_url("repo_url", u))
+            .transpose()?;
+        let branch = validate::branch(
+            "default_branch",
+            input.default_branch.as_deref().unwrap_or("main"),
+        )?;
         if self.count("SELECT count(*) AS n FROM projects", &[])? >= MAX_PROJECTS {
             return Err(StoreError::Conflict {
                 code: "limit_exceeded",
@@ -295,19 +329,34 @@ impl<'a, S: Sql> Store<'a, S> {
         self.sql.execute(
             "INSERT INTO projects (id, name, repo_url, default_branch, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?)",
-            &[id.clone().into(), name.into(), repo_url.into(), branch.into(), now.into(), now.into()],
+            &[
+                id.clone().into(),
+                name.into(),
+                repo_url.into(),
+                branch.into(),
+                now.into(),
+                now.into(),
+            ],
         )?;
         self.project(&id)
     }
 
-    fn update_project(&self, id: &str, patch: UpdateProject, now: i64) -> Result<Project, StoreError> {
+    fn update_project(
+        &self,
+        id: &str,
+        patch: UpdateProject,
+        now: i64,
+    ) -> Result<Project, StoreError> {
         let mut p = self.project(id)?;
         if let Some(name) = patch.name {
             p.name = validate::line("name", &name, validate::NAME_MAX)?;
             self.project_name_taken(&p.name, id)?;
         }
         if let Some(url) = patch.repo_url {
-            p.repo_url = url.as_deref().map(|u| validate::repo_url("repo_url", u)).transpose()?;
+            p.repo_url = url
+                .as_deref()
+                .map(|u| validate::repo_url("repo_url", u))
+                .transpose()?;
         }
         if let Some(b) = patch.default_branch {
             p.default_branch = validate::branch("default_branch", &b)?;
@@ -321,31 +370,46 @@ impl<'a, S: Sql> Store<'a, S> {
 
     fn delete_project(&self, id: &str) -> Result<(), StoreError> {
         self.project(id)?;
-        self.sql.execute("UPDATE tasks SET project_id = NULL WHERE project_id = ?", &[id.into()])?;
-        self.sql.execute("DELETE FROM projects WHERE id = ?", &[id.into()])?;
+        self.sql.execute(
+            "UPDATE tasks SET project_id = NULL WHERE project_id = ?",
+            &[id.into()],
+        )?;
+        self.sql
+            .execute("DELETE FROM projects WHERE id = ?", &[id.into()])?;
         Ok(())
     }
 
     // ---- task statuses ----
 
     fn statuses(&self) -> Result<Vec<TaskStatus>, StoreError> {
-        let rows: Vec<StatusRow> =
-            self.sql.query(&format!("SELECT * FROM task_statuses {STATUS_ORDER}"), &[])?;
+        let rows: Vec<StatusRow> = self
+            .sql
+            .query(&format!("SELECT * FROM task_statuses {STATUS_ORDER}"), &[])?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
     fn status(&self, id: &str) -> Result<TaskStatus, StoreError> {
         ids::check(ids::STATUS, "id", id)?;
-        self.one::<StatusRow>("SELECT * FROM task_statuses WHERE id = ?", &[id.into()], "task status")
-            .map(Into::into)
+        self.one::<StatusRow>(
+            "SELECT * FROM task_statuses WHERE id = ?",
+            &[id.into()],
+            "task status",
+        )
+        .map(Into::into)
     }
 
     /// A status named in a request body: a missing one is a validation error, not a 404.
     fn referenced_status(&self, field: &str, id: &str) -> Result<(), StoreError> {
         if !ids::is_valid(ids::STATUS, id)
-            || self.count("SELECT count(*) AS n FROM task_statuses WHERE id = ?", &[id.into()])? == 0
+            || self.count(
+                "SELECT count(*) AS n FROM task_statuses WHERE id = ?",
+                &[id.into()],
+            )? == 0
         {
-            return Err(StoreError::invalid(field, "no such task status in this org"));
+            return Err(StoreError::invalid(
+                field,
+                "no such task status in this org",
+            ));
         }
         Ok(())
     }
@@ -376,7 +440,10 @@ impl<'a, S: Sql> Store<'a, S> {
         self.status_name_taken(&name, "")?;
         let position = match input.position {
             Some(p) => p,
-            None => self.count("SELECT coalesce(max(position) + 1, 0) AS n FROM task_statuses", &[])?,
+            None => self.count(
+                "SELECT coalesce(max(position) + 1, 0) AS n FROM task_statuses",
+                &[],
+            )?,
         };
         let id = ids::new(ids::STATUS);
         self.sql.execute(
@@ -395,7 +462,12 @@ impl<'a, S: Sql> Store<'a, S> {
         self.status(&id)
     }
 
-    fn update_status(&self, id: &str, patch: UpdateTaskStatus, now: i64) -> Result<TaskStatus, StoreError> {
+    fn update_status(
+        &self,
+        id: &str,
+        patch: UpdateTaskStatus,
+        now: i64,
+    ) -> Result<TaskStatus, StoreError> {
         let mut s = self.status(id)?;
         if let Some(name) = patch.name {
             s.name = validate::line("name", &name, validate::NAME_MAX)?;
@@ -414,7 +486,12 @@ impl<'a, S: Sql> Store<'a, S> {
         self.status(id)
     }
 
-    fn delete_status(&self, id: &str, replace_with: Option<&str>, now: i64) -> Result<(), StoreError> {
+    fn delete_status(
+        &self,
+        id: &str,
+        replace_with: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
         self.status(id)?;
         if self.count("SELECT count(*) AS n FROM task_statuses", &[])? <= 1 {
             return Err(StoreError::Conflict {
@@ -422,12 +499,18 @@ impl<'a, S: Sql> Store<'a, S> {
                 message: "an org needs at least one task status".into(),
             });
         }
-        let used = self.count("SELECT count(*) AS n FROM tasks WHERE status_id = ?", &[id.into()])?;
+        let used = self.count(
+            "SELECT count(*) AS n FROM tasks WHERE status_id = ?",
+            &[id.into()],
+        )?;
         match replace_with {
             Some(to) => {
                 self.referenced_status("replace_with", to)?;
                 if to == id {
-                    return Err(StoreError::invalid("replace_with", "must name another status"));
+                    return Err(StoreError::invalid(
+                        "replace_with",
+                        "must name another status",
+                    ));
                 }
                 self.sql.execute(
                     "UPDATE tasks SET status_id = ?, updated_at = ? WHERE status_id = ?",
@@ -437,12 +520,15 @@ impl<'a, S: Sql> Store<'a, S> {
             None if used > 0 => {
                 return Err(StoreError::Conflict {
                     code: "status_in_use",
-                    message: format!("{used} tasks use this status: pass replace_with to move them"),
+                    message: format!(
+                        "{used} tasks use this status: pass replace_with to move them"
+                    ),
                 });
             }
             None => {}
         }
-        self.sql.execute("DELETE FROM task_statuses WHERE id = ?", &[id.into()])?;
+        self.sql
+            .execute("DELETE FROM task_statuses WHERE id = ?", &[id.into()])?;
         Ok(())
     }
 
@@ -458,7 +544,10 @@ impl<'a, S: Sql> Store<'a, S> {
                 &[],
             )?
             .map(|r| r.id)
-            .ok_or(StoreError::Conflict { code: "no_status", message: "the org has no task statuses".into() })
+            .ok_or(StoreError::Conflict {
+                code: "no_status",
+                message: "the org has no task statuses".into(),
+            })
     }
 
     // ---- tasks ----
@@ -468,10 +557,12 @@ impl<'a, S: Sql> Store<'a, S> {
         let mut sql = format!("{TASK_SELECT} WHERE 1 = 1");
         let mut params: Vec<SqlValue> = Vec::new();
         if let Some(c) = &q.cursor {
-            let n: i64 = decode_cursor(c)?.parse().map_err(|_| StoreError::BadRequest {
-                field: "cursor".into(),
-                message: "is not a cursor this API issued".into(),
-            })?;
+            let n: i64 = decode_cursor(c)?
+                .parse()
+                .map_err(|_| StoreError::BadRequest {
+                    field: "cursor".into(),
+                    message: "is not a cursor this API issued".into(),
+                })?;
             sql.push_str(" AND t.number < ?");
             params.push(n.into());
         }
@@ -517,7 +608,8 @@ impl<'a, S: Sql> Store<'a, S> {
 
     fn task(&self, key: &str) -> Result<Task, StoreError> {
         let (cond, param) = task_key(key)?;
-        self.one::<TaskRow>(&format!("{TASK_SELECT} WHERE {cond}"), &[param], "task").map(Into::into)
+        self.one::<TaskRow>(&format!("{TASK_SELECT} WHERE {cond}"), &[param], "task")
+            .map(Into::into)
     }
 
     fn check_references(
@@ -531,9 +623,15 @@ impl<'a, S: Sql> Store<'a, S> {
         }
         if let Some(p) = project_id {
             if !ids::is_valid(ids::PROJECT, p)
-                || self.count("SELECT count(*) AS n FROM projects WHERE id = ?", &[p.into()])? == 0
+                || self.count(
+                    "SELECT count(*) AS n FROM projects WHERE id = ?",
+                    &[p.into()],
+                )? == 0
             {
-                return Err(StoreError::invalid("project_id", "no such project in this org"));
+                return Err(StoreError::invalid(
+                    "project_id",
+                    "no such project in this org",
+                ));
             }
         }
         if let Some(a) = assignee_id {
@@ -545,17 +643,34 @@ impl<'a, S: Sql> Store<'a, S> {
         Ok(())
     }
 
-    fn create_task(&self, input: CreateTask, prefix: &str, actor: &str, now: i64) -> Result<Task, StoreError> {
+    fn create_task(
+        &self,
+        input: CreateTask,
+        prefix: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<Task, StoreError> {
         let title = validate::line("title", &input.title, validate::TITLE_MAX)?;
-        let description =
-            validate::text("description", input.description.as_deref().unwrap_or(""), validate::DESCRIPTION_MAX)?;
+        let description = validate::text(
+            "description",
+            input.description.as_deref().unwrap_or(""),
+            validate::DESCRIPTION_MAX,
+        )?;
         let labels = validate::labels("labels", input.labels.as_deref().unwrap_or(&[]))?;
-        self.check_references(input.status_id.as_deref(), input.project_id.as_deref(), input.assignee_id.as_deref())?;
+        self.check_references(
+            input.status_id.as_deref(),
+            input.project_id.as_deref(),
+            input.assignee_id.as_deref(),
+        )?;
         let status_id = match input.status_id {
             Some(s) => s,
             None => self.default_status()?,
         };
-        if self.count("SELECT value AS n FROM counters WHERE name = 'task_count'", &[])? >= MAX_TASKS {
+        if self.count(
+            "SELECT value AS n FROM counters WHERE name = 'task_count'",
+            &[],
+        )? >= MAX_TASKS
+        {
             return Err(StoreError::Conflict {
                 code: "limit_exceeded",
                 message: format!("an org holds at most {MAX_TASKS} tasks"),
@@ -565,7 +680,10 @@ impl<'a, S: Sql> Store<'a, S> {
             "UPDATE counters SET value = value + 1 WHERE name IN ('task_number', 'task_count')",
             &[],
         )?;
-        let number = self.count("SELECT value AS n FROM counters WHERE name = 'task_number'", &[])?;
+        let number = self.count(
+            "SELECT value AS n FROM counters WHERE name = 'task_number'",
+            &[],
+        )?;
         let id = ids::new(ids::TASK);
         self.sql.execute(
             "INSERT INTO tasks (id, number, slug, title, description, priority, status_id, project_id,
@@ -630,8 +748,12 @@ impl<'a, S: Sql> Store<'a, S> {
 
     fn delete_task(&self, key: &str) -> Result<(), StoreError> {
         let t = self.task(key)?;
-        self.sql.execute("DELETE FROM tasks WHERE id = ?", &[t.id.into()])?;
-        self.sql.execute("UPDATE counters SET value = value - 1 WHERE name = 'task_count'", &[])?;
+        self.sql
+            .execute("DELETE FROM tasks WHERE id = ?", &[t.id.into()])?;
+        self.sql.execute(
+            "UPDATE counters SET value = value - 1 WHERE name = 'task_count'",
+            &[],
+        )?;
         Ok(())
     }
 }

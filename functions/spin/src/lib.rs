@@ -26,9 +26,16 @@ async fn handle(req: http::Request<Vec<u8>>) -> http::Response<Vec<u8>> {
 }
 
 /// Sends the request on to the edge and relays its answer.
-async fn forward(edge: &str, req: http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>, ApiError> {
+async fn forward(
+    edge: &str,
+    req: http::Request<Vec<u8>>,
+) -> Result<http::Response<Vec<u8>>, ApiError> {
     let bad_gateway = |e: &dyn std::fmt::Display| {
-        ApiError::new(http::StatusCode::BAD_GATEWAY, "bad_gateway", format!("the edge did not answer: {e}"))
+        ApiError::new(
+            http::StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            format!("the edge did not answer: {e}"),
+        )
     };
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let url = format!("{}{path}", edge.trim_end_matches('/'));
@@ -37,12 +44,17 @@ async fn forward(edge: &str, req: http::Request<Vec<u8>>) -> Result<http::Respon
     out.method(method).uri(url);
     for (name, value) in req.headers() {
         // Hop-by-hop and host headers belong to this connection, not the next one.
-        if !matches!(name.as_str(), "host" | "connection" | "content-length" | "transfer-encoding") {
+        if !matches!(
+            name.as_str(),
+            "host" | "connection" | "content-length" | "transfer-encoding"
+        ) {
             if let Ok(v) = value.to_str() {
                 out.header(name.as_str(), v);
             }
         }
     }
     let out = out.body(req.into_body()).build();
-    send::<_, http::Response<Vec<u8>>>(out).await.map_err(|e| bad_gateway(&e))
+    send::<_, http::Response<Vec<u8>>>(out)
+        .await
+        .map_err(|e| bad_gateway(&e))
 }

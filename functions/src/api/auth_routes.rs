@@ -47,7 +47,9 @@ pub async fn bootstrap(app: &impl Backend, req: &Request) -> Result<Response, Ap
     };
     let given = h::credential(req).unwrap_or("");
     // Hash both sides so the comparison is constant-time regardless of length.
-    let ok: bool = Sha256::digest(given.as_bytes()).ct_eq(&Sha256::digest(expected.as_bytes())).into();
+    let ok: bool = Sha256::digest(given.as_bytes())
+        .ct_eq(&Sha256::digest(expected.as_bytes()))
+        .into();
     if !ok || given.is_empty() {
         return Err(ApiError::unauthorized("invalid bootstrap token"));
     }
@@ -63,14 +65,21 @@ pub async fn bootstrap(app: &impl Backend, req: &Request) -> Result<Response, Ap
 pub async fn token(app: &impl Backend, req: &Request) -> Result<Response, ApiError> {
     let cred = h::credential(req).ok_or_else(|| ApiError::unauthorized("send an API key"))?;
     if !cred.starts_with(auth::KEY_PREFIX) {
-        return Err(ApiError::unauthorized("only an API key can be exchanged for a token"));
+        return Err(ApiError::unauthorized(
+            "only an API key can be exchanged for a token",
+        ));
     }
     let p = key_principal(app, cred).await?;
     let now = now_ms() / 1000;
     let (token, exp) = auth::issue_token(app.config(), &p, now)?;
     Ok(h::json(
         StatusCode::OK,
-        &Token { token, token_type: "Bearer".into(), expires_in: exp - now, expires_at: rfc3339(exp * 1000) },
+        &Token {
+            token,
+            token_type: "Bearer".into(),
+            expires_in: exp - now,
+            expires_at: rfc3339(exp * 1000),
+        },
     ))
 }
 

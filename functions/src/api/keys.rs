@@ -36,11 +36,18 @@ async fn may_manage(app: &impl Backend, p: &Principal, member_id: &str) -> Resul
     responses((status = 200, body = Vec<ApiKey>)), security(("api_key" = []), ("bearer" = [])))]
 pub async fn list(app: &impl Backend, p: &Principal, req: &Request) -> Result<Response, ApiError> {
     let q: KeyQuery = h::query(req)?;
-    let member = if p.role >= Role::Admin { q.member_id } else { Some(p.member_id.clone()) };
+    let member = if p.role >= Role::Admin {
+        q.member_id
+    } else {
+        Some(p.member_id.clone())
+    };
     if let Some(m) = &member {
         tether_durable::ids::check(tether_durable::ids::MEMBER, "member_id", m)?;
     }
-    Ok(h::json(StatusCode::OK, &directory::api_keys(app.db(), &p.org_id, member.as_deref()).await?))
+    Ok(h::json(
+        StatusCode::OK,
+        &directory::api_keys(app.db(), &p.org_id, member.as_deref()).await?,
+    ))
 }
 
 /// Creates a key; the answer is the only time its secret is shown.
@@ -48,11 +55,16 @@ pub async fn list(app: &impl Backend, p: &Principal, req: &Request) -> Result<Re
     responses((status = 201, body = NewApiKey), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
-pub async fn create(app: &impl Backend, p: &Principal, req: &Request) -> Result<Response, ApiError> {
+pub async fn create(
+    app: &impl Backend,
+    p: &Principal,
+    req: &Request,
+) -> Result<Response, ApiError> {
     let input: CreateApiKey = h::body(req)?;
     let member_id = input.member_id.unwrap_or_else(|| p.member_id.clone());
     may_manage(app, p, &member_id).await?;
-    let key = directory::create_api_key(app.db(), &p.org_id, &member_id, &input.name, now_ms()).await?;
+    let key =
+        directory::create_api_key(app.db(), &p.org_id, &member_id, &input.name, now_ms()).await?;
     Ok(h::json(StatusCode::CREATED, &key))
 }
 

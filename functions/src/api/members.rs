@@ -14,7 +14,10 @@ use tether_durable::time::now_ms;
 #[utoipa::path(get, path = "/v1/members", tag = "members",
     responses((status = 200, body = Vec<Member>)), security(("api_key" = []), ("bearer" = [])))]
 pub async fn list(app: &impl Backend, p: &Principal) -> Result<Response, ApiError> {
-    Ok(h::json(StatusCode::OK, &directory::members(app.db(), &p.org_id).await?))
+    Ok(h::json(
+        StatusCode::OK,
+        &directory::members(app.db(), &p.org_id).await?,
+    ))
 }
 
 /// Adds a person (admin; adding an owner needs an owner). Answers a first API key for them.
@@ -22,20 +25,30 @@ pub async fn list(app: &impl Backend, p: &Principal) -> Result<Response, ApiErro
     responses((status = 201, body = CreatedMember), (status = 403, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
-pub async fn create(app: &impl Backend, p: &Principal, req: &Request) -> Result<Response, ApiError> {
+pub async fn create(
+    app: &impl Backend,
+    p: &Principal,
+    req: &Request,
+) -> Result<Response, ApiError> {
     p.require(Role::Admin)?;
     let input: CreateMember = h::body(req)?;
     if input.role == Role::Owner {
         p.require(Role::Owner)?;
     }
-    Ok(h::json(StatusCode::CREATED, &directory::create_member(app.db(), &p.org_id, input, now_ms()).await?))
+    Ok(h::json(
+        StatusCode::CREATED,
+        &directory::create_member(app.db(), &p.org_id, input, now_ms()).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/members/{id}", tag = "members", params(("id" = String, Path)),
     responses((status = 200, body = Member), (status = 404, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn get(app: &impl Backend, p: &Principal, id: &str) -> Result<Response, ApiError> {
-    Ok(h::json(StatusCode::OK, &directory::member(app.db(), &p.org_id, id).await?))
+    Ok(h::json(
+        StatusCode::OK,
+        &directory::member(app.db(), &p.org_id, id).await?,
+    ))
 }
 
 /// Changes a role (admin; anything touching the owner role needs an owner).
@@ -44,14 +57,22 @@ pub async fn get(app: &impl Backend, p: &Principal, id: &str) -> Result<Response
     responses((status = 200, body = Member), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
-pub async fn update(app: &impl Backend, p: &Principal, id: &str, req: &Request) -> Result<Response, ApiError> {
+pub async fn update(
+    app: &impl Backend,
+    p: &Principal,
+    id: &str,
+    req: &Request,
+) -> Result<Response, ApiError> {
     p.require(Role::Admin)?;
     let input: UpdateMember = h::body(req)?;
     let target = directory::member(app.db(), &p.org_id, id).await?;
     if target.role == Role::Owner || input.role == Role::Owner {
         p.require(Role::Owner)?;
     }
-    Ok(h::json(StatusCode::OK, &directory::set_role(app.db(), &p.org_id, id, input.role).await?))
+    Ok(h::json(
+        StatusCode::OK,
+        &directory::set_role(app.db(), &p.org_id, id, input.role).await?,
+    ))
 }
 
 /// Removes a member (admin, or the member themself); their keys stop working and their tasks
@@ -63,9 +84,20 @@ pub async fn update(app: &impl Backend, p: &Principal, id: &str, req: &Request) 
 pub async fn delete(app: &impl Backend, p: &Principal, id: &str) -> Result<Response, ApiError> {
     let target = directory::member(app.db(), &p.org_id, id).await?;
     if target.id != p.member_id {
-        p.require(if target.role == Role::Owner { Role::Owner } else { Role::Admin })?;
+        p.require(if target.role == Role::Owner {
+            Role::Owner
+        } else {
+            Role::Admin
+        })?;
     }
     directory::remove_member(app.db(), &p.org_id, id).await?;
-    org_call(app, p, OrgOp::UnassignMember { member_id: target.id }).await?;
+    org_call(
+        app,
+        p,
+        OrgOp::UnassignMember {
+            member_id: target.id,
+        },
+    )
+    .await?;
     Ok(h::no_content())
 }

@@ -10,17 +10,30 @@ use http::StatusCode;
 use tether_durable::error::ErrorBody;
 use tether_durable::org::OrgOp;
 use tether_durable::org::model::{
-    CreateProject, CreateTask, CreateTaskStatus, DeleteTaskStatusQuery, Page, PageQuery, Project, Task,
-    TaskQuery, TaskStatus, UpdateProject, UpdateTask, UpdateTaskStatus,
+    CreateProject, CreateTask, CreateTaskStatus, DeleteTaskStatusQuery, Page, PageQuery, Project,
+    Task, TaskQuery, TaskStatus, UpdateProject, UpdateTask, UpdateTaskStatus,
 };
 
-async fn answer(app: &impl Backend, p: &Principal, status: StatusCode, op: OrgOp) -> Result<Response, ApiError> {
+async fn answer(
+    app: &impl Backend,
+    p: &Principal,
+    status: StatusCode,
+    op: OrgOp,
+) -> Result<Response, ApiError> {
     let body = org_call(app, p, op).await?;
-    Ok(if status == StatusCode::NO_CONTENT { h::no_content() } else { h::json_bytes(status, body) })
+    Ok(if status == StatusCode::NO_CONTENT {
+        h::no_content()
+    } else {
+        h::json_bytes(status, body)
+    })
 }
 
 /// An assignee must be a member of the caller's org.
-async fn check_assignee(app: &impl Backend, p: &Principal, assignee: Option<&str>) -> Result<(), ApiError> {
+async fn check_assignee(
+    app: &impl Backend,
+    p: &Principal,
+    assignee: Option<&str>,
+) -> Result<(), ApiError> {
     if let Some(a) = assignee {
         if directory::member(app.db(), &p.org_id, a).await.is_err() {
             return Err(ApiError::invalid("assignee_id", "not a member of this org"));
@@ -34,7 +47,11 @@ async fn check_assignee(app: &impl Backend, p: &Principal, assignee: Option<&str
 #[utoipa::path(get, path = "/v1/projects", tag = "projects", params(PageQuery),
     responses((status = 200, body = Page<Project>), (status = 400, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
-pub async fn list_projects(app: &impl Backend, p: &Principal, req: &Request) -> Result<Response, ApiError> {
+pub async fn list_projects(
+    app: &impl Backend,
+    p: &Principal,
+    req: &Request,
+) -> Result<Response, ApiError> {
     answer(app, p, StatusCode::OK, OrgOp::ListProjects(h::query(req)?)).await
 }
 
@@ -43,7 +60,11 @@ pub async fn list_projects(app: &impl Backend, p: &Principal, req: &Request) -> 
     responses((status = 201, body = Project), (status = 403, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
-pub async fn create_project(app: &impl Backend, p: &Principal, req: &Request) -> Result<Response, ApiError> {
+pub async fn create_project(
+    app: &impl Backend,
+    p: &Principal,
+    req: &Request,
+) -> Result<Response, ApiError> {
     p.require(Role::Admin)?;
     let input: CreateProject = h::body(req)?;
     answer(app, p, StatusCode::CREATED, OrgOp::CreateProject(input)).await
@@ -52,7 +73,11 @@ pub async fn create_project(app: &impl Backend, p: &Principal, req: &Request) ->
 #[utoipa::path(get, path = "/v1/projects/{id}", tag = "projects", params(("id" = String, Path)),
     responses((status = 200, body = Project), (status = 404, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
-pub async fn get_project(app: &impl Backend, p: &Principal, id: &str) -> Result<Response, ApiError> {
+pub async fn get_project(
+    app: &impl Backend,
+    p: &Principal,
+    id: &str,
+) -> Result<Response, ApiError> {
     answer(app, p, StatusCode::OK, OrgOp::GetProject { id: id.into() }).await
 }
 
@@ -61,19 +86,43 @@ pub async fn get_project(app: &impl Backend, p: &Principal, id: &str) -> Result<
     request_body = UpdateProject,
     responses((status = 200, body = Project), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
-pub async fn update_project(app: &impl Backend, p: &Principal, id: &str, req: &Request) -> Result<Response, ApiError> {
+pub async fn update_project(
+    app: &impl Backend,
+    p: &Principal,
+    id: &str,
+    req: &Request,
+) -> Result<Response, ApiError> {
     p.require(Role::Admin)?;
     let patch: UpdateProject = h::body(req)?;
-    answer(app, p, StatusCode::OK, OrgOp::UpdateProject { id: id.into(), patch }).await
+    answer(
+        app,
+        p,
+        StatusCode::OK,
+        OrgOp::UpdateProject {
+            id: id.into(),
+            patch,
+        },
+    )
+    .await
 }
 
 /// Deletes a project (admin); its tasks stay, detached.
 #[utoipa::path(delete, path = "/v1/projects/{id}", tag = "projects", params(("id" = String, Path)),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
-pub async fn delete_project(app: &impl Backend, p: &Principal, id: &str) -> Result<Response, ApiError> {
+pub async fn delete_project(
+    app: &impl Backend,
+    p: &Principal,
+    id: &str,
+) -> Result<Response, ApiError> {
     p.require(Role::Admin)?;
-    answer(app, p, StatusCode::NO_CONTENT, OrgOp::DeleteProject { id: id.into() }).await
+    answer(
+        app,
+        p,
+        StatusCode::NO_CONTENT,
+        OrgOp::DeleteProject { id: id.into() },
+    )
+    .await
 }
 
 // ---- task statuses ----
@@ -90,7 +139,11 @@ pub async fn list_statuses(app: &impl Backend, p: &Principal) -> Result<Response
     responses((status = 201, body = TaskStatus), (status = 403, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
-pub async fn create_status(app: &impl Backend, p: &Principal, req: &Request) -> Result<Response, ApiError> {
+pub async fn create_status(
+    app: &impl Backend,
+    p: &Principal,
+    req: &Request,
+) -> Result<Response, ApiError> {
     p.require(Role::Admin)?;
     let input: CreateTaskStatus = h::body(req)?;
     answer(app, p, StatusCode::CREATED, OrgOp::CreateStatus(input)).await
@@ -101,10 +154,24 @@ pub async fn create_status(app: &impl Backend, p: &Principal, req: &Request) -> 
     request_body = UpdateTaskStatus,
     responses((status = 200, body = TaskStatus), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
-pub async fn update_status(app: &impl Backend, p: &Principal, id: &str, req: &Request) -> Result<Response, ApiError> {
+pub async fn update_status(
+    app: &impl Backend,
+    p: &Principal,
+    id: &str,
+    req: &Request,
+) -> Result<Response, ApiError> {
     p.require(Role::Admin)?;
     let patch: UpdateTaskStatus = h::body(req)?;
-    answer(app, p, StatusCode::OK, OrgOp::UpdateStatus { id: id.into(), patch }).await
+    answer(
+        app,
+        p,
+        StatusCode::OK,
+        OrgOp::UpdateStatus {
+            id: id.into(),
+            patch,
+        },
+    )
+    .await
 }
 
 /// Deletes a status (admin). Tasks using it must be moved with `replace_with`.
@@ -113,11 +180,24 @@ pub async fn update_status(app: &impl Backend, p: &Principal, id: &str, req: &Re
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
-pub async fn delete_status(app: &impl Backend, p: &Principal, id: &str, req: &Request) -> Result<Response, ApiError> {
+pub async fn delete_status(
+    app: &impl Backend,
+    p: &Principal,
+    id: &str,
+    req: &Request,
+) -> Result<Response, ApiError> {
     p.require(Role::Admin)?;
     let q: DeleteTaskStatusQuery = h::query(req)?;
-    answer(app, p, StatusCode::NO_CONTENT, OrgOp::DeleteStatus { id: id.into(), replace_with: q.replace_with })
-        .await
+    answer(
+        app,
+        p,
+        StatusCode::NO_CONTENT,
+        OrgOp::DeleteStatus {
+            id: id.into(),
+            replace_with: q.replace_with,
+        },
+    )
+    .await
 }
 
 // ---- tasks ----
@@ -126,7 +206,11 @@ pub async fn delete_status(app: &impl Backend, p: &Principal, id: &str, req: &Re
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(TaskQuery),
     responses((status = 200, body = Page<Task>), (status = 400, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
-pub async fn list_tasks(app: &impl Backend, p: &Principal, req: &Request) -> Result<Response, ApiError> {
+pub async fn list_tasks(
+    app: &impl Backend,
+    p: &Principal,
+    req: &Request,
+) -> Result<Response, ApiError> {
     answer(app, p, StatusCode::OK, OrgOp::ListTasks(h::query(req)?)).await
 }
 
@@ -135,11 +219,21 @@ pub async fn list_tasks(app: &impl Backend, p: &Principal, req: &Request) -> Res
     responses((status = 201, body = Task), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
               (status = 422, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
-pub async fn create_task(app: &impl Backend, p: &Principal, req: &Request) -> Result<Response, ApiError> {
+pub async fn create_task(
+    app: &impl Backend,
+    p: &Principal,
+    req: &Request,
+) -> Result<Response, ApiError> {
     let task: CreateTask = h::body(req)?;
     check_assignee(app, p, task.assignee_id.as_deref()).await?;
     let prefix = directory::org(app.db(), &p.org_id).await?.task_prefix;
-    answer(app, p, StatusCode::CREATED, OrgOp::CreateTask { task, prefix }).await
+    answer(
+        app,
+        p,
+        StatusCode::CREATED,
+        OrgOp::CreateTask { task, prefix },
+    )
+    .await
 }
 
 /// A task by id (`tsk_...`) or slug (`TET-12`).
@@ -154,15 +248,44 @@ pub async fn get_task(app: &impl Backend, p: &Principal, key: &str) -> Result<Re
     request_body = UpdateTask,
     responses((status = 200, body = Task), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
-pub async fn update_task(app: &impl Backend, p: &Principal, key: &str, req: &Request) -> Result<Response, ApiError> {
+pub async fn update_task(
+    app: &impl Backend,
+    p: &Principal,
+    key: &str,
+    req: &Request,
+) -> Result<Response, ApiError> {
     let patch: UpdateTask = h::body(req)?;
-    check_assignee(app, p, patch.assignee_id.as_ref().and_then(|a| a.as_deref())).await?;
-    answer(app, p, StatusCode::OK, OrgOp::UpdateTask { key: key.into(), patch }).await
+    check_assignee(
+        app,
+        p,
+        patch.assignee_id.as_ref().and_then(|a| a.as_deref()),
+    )
+    .await?;
+    answer(
+        app,
+        p,
+        StatusCode::OK,
+        OrgOp::UpdateTask {
+            key: key.into(),
+            patch,
+        },
+    )
+    .await
 }
 
 #[utoipa::path(delete, path = "/v1/tasks/{id_or_slug}", tag = "tasks", params(("id_or_slug" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
-pub async fn delete_task(app: &impl Backend, p: &Principal, key: &str) -> Result<Response, ApiError> {
-    answer(app, p, StatusCode::NO_CONTENT, OrgOp::DeleteTask { key: key.into() }).await
+pub async fn delete_task(
+    app: &impl Backend,
+    p: &Principal,
+    key: &str,
+) -> Result<Response, ApiError> {
+    answer(
+        app,
+        p,
+        StatusCode::NO_CONTENT,
+        OrgOp::DeleteTask { key: key.into() },
+    )
+    .await
 }

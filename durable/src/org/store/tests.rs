@@ -7,28 +7,50 @@ const MEMBER: &str = "mem_0190c6e8f1d87a3b9c2d4e5f6a7b8c9d";
 
 fn call<T: DeserializeOwned>(sql: &NativeSql, op: OrgOp) -> Result<T, StoreError> {
     let store = Store::open(sql)?;
-    let call = OrgCall { org_id: "org_x".into(), actor: MEMBER.into(), op };
+    let call = OrgCall {
+        org_id: "org_x".into(),
+        actor: MEMBER.into(),
+        op,
+    };
     // Round-trip through JSON like the Worker -> Durable Object hop does.
     let call: OrgCall = serde_json::from_value(serde_json::to_value(call).unwrap()).unwrap();
-    store.call(call, 1_000).map(|v| serde_json::from_value(v).unwrap())
+    store
+        .call(call, 1_000)
+        .map(|v| serde_json::from_value(v).unwrap())
 }
 
 fn task(sql: &NativeSql, body: serde_json::Value) -> Task {
-    call(sql, OrgOp::CreateTask { task: serde_json::from_value(body).unwrap(), prefix: "TET".into() }).unwrap()
+    call(
+        sql,
+        OrgOp::CreateTask {
+            task: serde_json::from_value(body).unwrap(),
+            prefix: "TET".into(),
+        },
+    )
+    .unwrap()
 }
 
 #[test]
 fn tasks_get_sequential_slugs_and_default_status() {
     let sql = NativeSql::open_in_memory().unwrap();
     let a = task(&sql, json!({"title": "first"}));
-    let b = task(&sql, json!({"title": "second", "labels": ["bug", "Bug", "ui"], "priority": "high"}));
+    let b = task(
+        &sql,
+        json!({"title": "second", "labels": ["bug", "Bug", "ui"], "priority": "high"}),
+    );
     assert_eq!((a.number, a.slug.as_str()), (1, "TET-1"));
     assert_eq!((b.number, b.slug.as_str()), (2, "TET-2"));
     assert_eq!(a.status.category, StatusCategory::Unstarted);
     assert_eq!(b.labels, vec!["bug", "ui"]);
     assert_eq!(a.created_by.as_deref(), Some(MEMBER));
     // A deleted task's number is never reused.
-    call::<serde_json::Value>(&sql, OrgOp::DeleteTask { key: "TET-2".into() }).unwrap();
+    call::<serde_json::Value>(
+        &sql,
+        OrgOp::DeleteTask {
+            key: "TET-2".into(),
+        },
+    )
+    .unwrap();
     assert_eq!(task(&sql, json!({"title": "third"})).slug, "TET-3");
 }
 
@@ -37,22 +59,55 @@ fn get_by_id_or_case_insensitive_slug() {
     let sql = NativeSql::open_in_memory().unwrap();
     let t = task(&sql, json!({"title": "x"}));
     let by_id: Task = call(&sql, OrgOp::GetTask { key: t.id.clone() }).unwrap();
-    let by_slug: Task = call(&sql, OrgOp::GetTask { key: "tet-1".into() }).unwrap();
+    let by_slug: Task = call(
+        &sql,
+        OrgOp::GetTask {
+            key: "tet-1".into(),
+        },
+    )
+    .unwrap();
     assert_eq!(by_id, t);
     assert_eq!(by_slug, t);
-    let missing = call::<Task>(&sql, OrgOp::GetTask { key: "TET-99".into() }).unwrap_err();
+    let missing = call::<Task>(
+        &sql,
+        OrgOp::GetTask {
+            key: "TET-99".into(),
+        },
+    )
+    .unwrap_err();
     assert!(matches!(missing, StoreError::NotFound { .. }));
-    let bad = call::<Task>(&sql, OrgOp::GetTask { key: "../etc".into() }).unwrap_err();
+    let bad = call::<Task>(
+        &sql,
+        OrgOp::GetTask {
+            key: "../etc".into(),
+        },
+    )
+    .unwrap_err();
     assert!(matches!(bad, StoreError::BadRequest { .. }));
 }
 
 #[test]
 fn updates_patch_only_given_fields_and_null_clears() {
     let sql = NativeSql::open_in_memory().unwrap();
-    let p: Project = call(&sql, OrgOp::CreateProject(serde_json::from_value(json!({"name": "web"})).unwrap())).unwrap();
-    let t = task(&sql, json!({"title": "x", "description": "d", "project_id": p.id, "assignee_id": MEMBER}));
-    let patch: UpdateTask = serde_json::from_value(json!({"title": "y", "assignee_id": null})).unwrap();
-    let u: Task = call(&sql, OrgOp::UpdateTask { key: t.slug.clone(), patch }).unwrap();
+    let p: Project = call(
+        &sql,
+        OrgOp::CreateProject(serde_json::from_value(json!({"name": "web"})).unwrap()),
+    )
+    .unwrap();
+    let t = task(
+        &sql,
+        json!({"title": "x", "description": "d", "project_id": p.id, "assignee_id": MEMBER}),
+    );
+    let patch: UpdateTask =
+        serde_json::from_value(json!({"title": "y", "assignee_id": null})).unwrap();
+    let u: Task = call(
+        &sql,
+        OrgOp::UpdateTask {
+            key: t.slug.clone(),
+            patch,
+        },
+    )
+    .unwrap();
     assert_eq!(u.title, "y");
     assert_eq!(u.description, "d");
     assert_eq!(u.project_id, Some(p.id.clone()));
@@ -74,7 +129,14 @@ fn references_to_missing_rows_are_validation_errors() {
         json!({"title": "x".repeat(201)}),
         json!({"title": "x", "description": "d".repeat(100_001)}),
     ] {
-        let e = call::<Task>(&sql, OrgOp::CreateTask { task: serde_json::from_value(body.clone()).unwrap(), prefix: "TET".into() }).unwrap_err();
+        let e = call::<Task>(
+            &sql,
+            OrgOp::CreateTask {
+                task: serde_json::from_value(body.clone()).unwrap(),
+                prefix: "TET".into(),
+            },
+        )
+        .unwrap_err();
         assert!(matches!(e, StoreError::Invalid { .. }), "{body}: {e:?}");
     }
     // Nothing half-written: the counter did not move.
@@ -85,7 +147,10 @@ fn references_to_missing_rows_are_validation_errors() {
 fn list_filters_and_paginates_newest_first() {
     let sql = NativeSql::open_in_memory().unwrap();
     let statuses: Vec<TaskStatus> = call(&sql, OrgOp::ListStatuses).unwrap();
-    let started = statuses.iter().find(|s| s.category == StatusCategory::Started).unwrap();
+    let started = statuses
+        .iter()
+        .find(|s| s.category == StatusCategory::Started)
+        .unwrap();
     for i in 0..7 {
         let mut body = json!({"title": format!("t{i}"), "labels": if i % 2 == 0 { vec!["even"] } else { vec![] }});
         if i < 3 {
@@ -97,8 +162,15 @@ fn list_filters_and_paginates_newest_first() {
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let page: Page<Task> =
-            call(&sql, OrgOp::ListTasks(TaskQuery { cursor, limit: Some(3), ..Default::default() })).unwrap();
+        let page: Page<Task> = call(
+            &sql,
+            OrgOp::ListTasks(TaskQuery {
+                cursor,
+                limit: Some(3),
+                ..Default::default()
+            }),
+        )
+        .unwrap();
         seen.extend(page.data.iter().map(|t| t.number));
         cursor = page.next_cursor;
         if cursor.is_none() {
@@ -107,15 +179,56 @@ fn list_filters_and_paginates_newest_first() {
     }
     assert_eq!(seen, vec![7, 6, 5, 4, 3, 2, 1]);
     let q = |q: TaskQuery| -> Vec<i64> {
-        call::<Page<Task>>(&sql, OrgOp::ListTasks(q)).unwrap().data.iter().map(|t| t.number).collect()
+        call::<Page<Task>>(&sql, OrgOp::ListTasks(q))
+            .unwrap()
+            .data
+            .iter()
+            .map(|t| t.number)
+            .collect()
     };
-    assert_eq!(q(TaskQuery { status_category: Some(StatusCategory::Started), ..Default::default() }), vec![3, 2, 1]);
-    assert_eq!(q(TaskQuery { status_id: Some(started.id.clone()), ..Default::default() }), vec![3, 2, 1]);
-    assert_eq!(q(TaskQuery { assignee_id: Some("none".into()), ..Default::default() }), vec![7, 6, 5, 4]);
-    assert_eq!(q(TaskQuery { label: Some("EVEN".into()), ..Default::default() }), vec![7, 5, 3, 1]);
-    let e = call::<Page<Task>>(&sql, OrgOp::ListTasks(TaskQuery { limit: Some(201), ..Default::default() }));
+    assert_eq!(
+        q(TaskQuery {
+            status_category: Some(StatusCategory::Started),
+            ..Default::default()
+        }),
+        vec![3, 2, 1]
+    );
+    assert_eq!(
+        q(TaskQuery {
+            status_id: Some(started.id.clone()),
+            ..Default::default()
+        }),
+        vec![3, 2, 1]
+    );
+    assert_eq!(
+        q(TaskQuery {
+            assignee_id: Some("none".into()),
+            ..Default::default()
+        }),
+        vec![7, 6, 5, 4]
+    );
+    assert_eq!(
+        q(TaskQuery {
+            label: Some("EVEN".into()),
+            ..Default::default()
+        }),
+        vec![7, 5, 3, 1]
+    );
+    let e = call::<Page<Task>>(
+        &sql,
+        OrgOp::ListTasks(TaskQuery {
+            limit: Some(201),
+            ..Default::default()
+        }),
+    );
     assert!(matches!(e, Err(StoreError::BadRequest { .. })));
-    let e = call::<Page<Task>>(&sql, OrgOp::ListTasks(TaskQuery { cursor: Some("!!".into()), ..Default::default() }));
+    let e = call::<Page<Task>>(
+        &sql,
+        OrgOp::ListTasks(TaskQuery {
+            cursor: Some("!!".into()),
+            ..Default::default()
+        }),
+    );
     assert!(matches!(e, Err(StoreError::BadRequest { .. })));
 }
 
@@ -124,23 +237,58 @@ fn statuses_are_customisable_but_never_orphan_tasks() {
     let sql = NativeSql::open_in_memory().unwrap();
     let statuses: Vec<TaskStatus> = call(&sql, OrgOp::ListStatuses).unwrap();
     let cats: Vec<_> = statuses.iter().map(|s| s.category.as_str()).collect();
-    assert_eq!(cats, ["backlog", "unstarted", "started", "completed", "canceled"]);
+    assert_eq!(
+        cats,
+        ["backlog", "unstarted", "started", "completed", "canceled"]
+    );
     let review: TaskStatus = call(
         &sql,
-        OrgOp::CreateStatus(serde_json::from_value(json!({"name": "In Review", "category": "started", "color": "#00FF00"})).unwrap()),
+        OrgOp::CreateStatus(
+            serde_json::from_value(
+                json!({"name": "In Review", "category": "started", "color": "#00FF00"}),
+            )
+            .unwrap(),
+        ),
     )
     .unwrap();
     assert_eq!(review.color, "#00ff00");
     let dup = call::<TaskStatus>(
         &sql,
-        OrgOp::CreateStatus(serde_json::from_value(json!({"name": "in review", "category": "started"})).unwrap()),
+        OrgOp::CreateStatus(
+            serde_json::from_value(json!({"name": "in review", "category": "started"})).unwrap(),
+        ),
     );
-    assert!(matches!(dup, Err(StoreError::Conflict { code: "name_taken", .. })));
+    assert!(matches!(
+        dup,
+        Err(StoreError::Conflict {
+            code: "name_taken",
+            ..
+        })
+    ));
     let t = task(&sql, json!({"title": "x", "status_id": review.id}));
-    let in_use = call::<serde_json::Value>(&sql, OrgOp::DeleteStatus { id: review.id.clone(), replace_with: None });
-    assert!(matches!(in_use, Err(StoreError::Conflict { code: "status_in_use", .. })));
+    let in_use = call::<serde_json::Value>(
+        &sql,
+        OrgOp::DeleteStatus {
+            id: review.id.clone(),
+            replace_with: None,
+        },
+    );
+    assert!(matches!(
+        in_use,
+        Err(StoreError::Conflict {
+            code: "status_in_use",
+            ..
+        })
+    ));
     let todo = &statuses[1];
-    call::<serde_json::Value>(&sql, OrgOp::DeleteStatus { id: review.id, replace_with: Some(todo.id.clone()) }).unwrap();
+    call::<serde_json::Value>(
+        &sql,
+        OrgOp::DeleteStatus {
+            id: review.id,
+            replace_with: Some(todo.id.clone()),
+        },
+    )
+    .unwrap();
     let moved: Task = call(&sql, OrgOp::GetTask { key: t.id }).unwrap();
     assert_eq!(moved.status.id, todo.id);
 }
@@ -148,12 +296,26 @@ fn statuses_are_customisable_but_never_orphan_tasks() {
 #[test]
 fn project_names_are_unique_and_fields_checked() {
     let sql = NativeSql::open_in_memory().unwrap();
-    let mk = |b: serde_json::Value| call::<Project>(&sql, OrgOp::CreateProject(serde_json::from_value(b).unwrap()));
+    let mk = |b: serde_json::Value| {
+        call::<Project>(
+            &sql,
+            OrgOp::CreateProject(serde_json::from_value(b).unwrap()),
+        )
+    };
     let p = mk(json!({"name": "Web", "repo_url": "git@github.com:a/web.git"})).unwrap();
     assert_eq!(p.default_branch, "main");
-    assert!(matches!(mk(json!({"name": "web"})), Err(StoreError::Conflict { .. })));
-    assert!(matches!(mk(json!({"name": "x", "default_branch": "a..b"})), Err(StoreError::Invalid { .. })));
-    assert!(matches!(mk(json!({"name": "x", "repo_url": "javascript:x"})), Err(StoreError::Invalid { .. })));
+    assert!(matches!(
+        mk(json!({"name": "web"})),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        mk(json!({"name": "x", "default_branch": "a..b"})),
+        Err(StoreError::Invalid { .. })
+    ));
+    assert!(matches!(
+        mk(json!({"name": "x", "repo_url": "javascript:x"})),
+        Err(StoreError::Invalid { .. })
+    ));
     let patch: UpdateProject = serde_json::from_value(json!({"repo_url": null})).unwrap();
     let u: Project = call(&sql, OrgOp::UpdateProject { id: p.id, patch }).unwrap();
     assert_eq!(u.repo_url, None);
@@ -171,7 +333,15 @@ fn a_destroyed_org_stays_gone() {
     let sql = NativeSql::open_in_memory().unwrap();
     task(&sql, json!({"title": "x"}));
     call::<serde_json::Value>(&sql, OrgOp::Destroy).unwrap();
-    for op in [OrgOp::ListStatuses, OrgOp::GetTask { key: "TET-1".into() }] {
-        assert!(matches!(call::<serde_json::Value>(&sql, op), Err(StoreError::NotFound { what: "org" })));
+    for op in [
+        OrgOp::ListStatuses,
+        OrgOp::GetTask {
+            key: "TET-1".into(),
+        },
+    ] {
+        assert!(matches!(
+            call::<serde_json::Value>(&sql, op),
+            Err(StoreError::NotFound { what: "org" })
+        ));
     }
 }
