@@ -468,14 +468,14 @@ pub async fn key_principal(
             &[auth::hash_key(secret).into()],
         )
         .await?;
-    if let Some(k) = &found {
-        if k.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY_MS) {
-            db.execute(
-                "UPDATE api_keys SET last_used_at = ? WHERE id = ?",
-                &[now.into(), k.key_id.clone().into()],
-            )
-            .await?;
-        }
+    if let Some(k) = &found
+        && k.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY_MS)
+    {
+        db.execute(
+            "UPDATE api_keys SET last_used_at = ? WHERE id = ?",
+            &[now.into(), k.key_id.clone().into()],
+        )
+        .await?;
     }
     Ok(found)
 }

@@ -7,7 +7,8 @@ use tether_durable::error::{ErrorBody, StoreError};
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub body: ErrorBody,
+    /// Boxed: errors travel through every `Result` in the request path and should stay small.
+    pub body: Box<ErrorBody>,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u32>,
 }
@@ -30,13 +31,13 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self {
             status,
-            body: ErrorBody::new(code, message),
+            body: Box::new(ErrorBody::new(code, message)),
             retry_after: None,
         }
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
-        self.body = self.body.with_details(details);
+        self.body.error.details = Some(details);
         self
     }
 
@@ -100,7 +101,7 @@ impl ApiError {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
         Self {
             status,
-            body,
+            body: Box::new(body),
             retry_after: None,
         }
     }

@@ -398,17 +398,20 @@ impl<'a, S: Sql> Store<'a, S> {
         .map(Into::into)
     }
 
-    /// A status named in a request body: a missing one is a validation error, not a 404.
-    fn referenced_status(&self, field: &str, id: &str) -> Result<(), StoreError> {
-        if !ids::is_valid(ids::STATUS, id)
-            || self.count(
-                "SELECT count(*) AS n FROM task_statuses WHERE id = ?",
-                &[id.into()],
-            )? == 0
-        {
+    /// A row named in a request body: a missing one is a validation error (422), not a 404.
+    fn referenced(
+        &self,
+        field: &str,
+        prefix: &str,
+        table: &str,
+        what: &str,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let sql = format!("SELECT count(*) AS n FROM {table} WHERE id = ?");
+        if !ids::is_valid(prefix, id) || self.count(&sql, &[id.into()])? == 0 {
             return Err(StoreError::invalid(
                 field,
-                "no such task status in this org",
+                format!("no such {what} in this org"),
             ));
         }
         Ok(())
@@ -505,7 +508,13 @@ impl<'a, S: Sql> Store<'a, S> {
         )?;
         match replace_with {
             Some(to) => {
-                self.referenced_status("replace_with", to)?;
+                self.referenced(
+                    "replace_with",
+                    ids::STATUS,
+                    "task_statuses",
+                    "task status",
+                    to,
+                )?;
                 if to == id {
                     return Err(StoreError::invalid(
                         "replace_with",
@@ -619,26 +628,14 @@ impl<'a, S: Sql> Store<'a, S> {
         assignee_id: Option<&str>,
     ) -> Result<(), StoreError> {
         if let Some(s) = status_id {
-            self.referenced_status("status_id", s)?;
+            self.referenced("status_id", ids::STATUS, "task_statuses", "task status", s)?;
         }
         if let Some(p) = project_id {
-            if !ids::is_valid(ids::PROJECT, p)
-                || self.count(
-                    "SELECT count(*) AS n FROM projects WHERE id = ?",
-                    &[p.into()],
-                )? == 0
-            {
-                return Err(StoreError::invalid(
-                    "project_id",
-                    "no such project in this org",
-                ));
-            }
+            self.referenced("project_id", ids::PROJECT, "projects", "project", p)?;
         }
-        if let Some(a) = assignee_id {
-            // Membership itself is checked by the Worker against the directory.
-            if !ids::is_valid(ids::MEMBER, a) {
-                return Err(StoreError::invalid("assignee_id", "not a member id"));
-            }
+        // Membership itself is checked by the Worker against the directory.
+        if assignee_id.is_some_and(|a| !ids::is_valid(ids::MEMBER, a)) {
+            return Err(StoreError::invalid("assignee_id", "not a member id"));
         }
         Ok(())
     }

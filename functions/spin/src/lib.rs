@@ -44,13 +44,12 @@ async fn forward(
     out.method(method).uri(url);
     for (name, value) in req.headers() {
         // Hop-by-hop and host headers belong to this connection, not the next one.
-        if !matches!(
+        let hop = matches!(
             name.as_str(),
             "host" | "connection" | "content-length" | "transfer-encoding"
-        ) {
-            if let Ok(v) = value.to_str() {
-                out.header(name.as_str(), v);
-            }
+        );
+        if let (false, Ok(v)) = (hop, value.to_str()) {
+            out.header(name.as_str(), v);
         }
     }
     let out = out.body(req.into_body()).build();

@@ -34,10 +34,10 @@ async fn check_assignee(
     p: &Principal,
     assignee: Option<&str>,
 ) -> Result<(), ApiError> {
-    if let Some(a) = assignee {
-        if directory::member(app.db(), &p.org_id, a).await.is_err() {
-            return Err(ApiError::invalid("assignee_id", "not a member of this org"));
-        }
+    if let Some(a) = assignee
+        && directory::member(app.db(), &p.org_id, a).await.is_err()
+    {
+        return Err(ApiError::invalid("assignee_id", "not a member of this org"));
     }
     Ok(())
 }
