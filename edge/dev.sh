@@ -4,8 +4,8 @@
 # 127.0.0.1 with state persisted in .tether/dev-state, and on the first run creates the first
 # org and prints its owner's API key (once). Later runs reuse the state. Ctrl-C stops it.
 #
-#   bash edge/dev.sh            # port 8787
-#   PORT=9000 bash edge/dev.sh
+#   bash edge/dev.sh                                   # port 8787, state in .tether/dev-state
+#   PORT=9000 TETHER_STATE_DIR=/tmp/tether bash edge/dev.sh
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -13,24 +13,24 @@ source tests/setup.sh
 bash edge/build.sh
 
 PORT="${PORT:-8787}"
-state="$root/.tether/dev-state"
+state="${TETHER_STATE_DIR:-$root/.tether/dev-state}"
 mkdir -p "$state"
 url="http://127.0.0.1:$PORT"
 
-# Local secrets, generated once, never committed (.dev.vars is git-ignored).
-if [ ! -f .dev.vars ]; then
-  echo "==> generating local secrets in .dev.vars"
-  umask 077
-  printf 'JWT_SECRET=%s\nBOOTSTRAP_TOKEN=%s\n' "$(head -c 32 /dev/urandom | base64 -w0)" \
-    "$(head -c 24 /dev/urandom | base64 -w0 | tr '+/' '-_')" > .dev.vars
+# Local secrets, generated once next to the state, never committed (.tether/ is git-ignored).
+secrets="$state/secrets.env"
+if [ ! -f "$secrets" ]; then
+  echo "==> generating local secrets in $secrets"
+  (umask 077 && printf 'JWT_SECRET=%s\nBOOTSTRAP_TOKEN=%s\n' "$(head -c 32 /dev/urandom | base64 -w0)" \
+    "$(head -c 24 /dev/urandom | base64 -w0 | tr '+/' '-_')" > "$secrets")
 fi
-bootstrap_token=$(sed -n 's/^BOOTSTRAP_TOKEN=//p' .dev.vars)
+bootstrap_token=$(sed -n 's/^BOOTSTRAP_TOKEN=//p' "$secrets")
 
 echo "==> applying D1 migrations (local)"
 CI=1 wrangler d1 migrations apply tether --local --persist-to "$state" >/dev/null
 
 echo "==> starting the Worker in workerd on $url"
-CI=1 wrangler dev --local --ip 127.0.0.1 --port "$PORT" --persist-to "$state" \
+CI=1 wrangler dev --local --ip 127.0.0.1 --port "$PORT" --persist-to "$state" --env-file "$secrets" \
   --show-interactive-dev-session=false --log-level warn &
 wrangler_pid=$!
 trap 'kill "$wrangler_pid" 2>/dev/null || true; wait "$wrangler_pid" 2>/dev/null || true' EXIT INT TERM
@@ -52,7 +52,7 @@ case "$answer" in
     org=$(node -e 'process.stdout.write(JSON.parse(process.argv[1]).org.name)' "$body")
     cat <<MSG
 
-  Tether is running at $url (state: .tether/dev-state).
+  Tether is running at $url (state: $state).
   Created org "$org" and its owner. The owner's API key, shown this once:
 
       $key
@@ -69,8 +69,8 @@ MSG
   409)
     cat <<MSG
 
-  Tether is running at $url, reusing the state in .tether/dev-state.
-  The owner key was printed on the first run; to start over, stop this and delete .tether/dev-state.
+  Tether is running at $url, reusing the state in $state.
+  The owner key was printed on the first run; to start over, stop this and delete $state.
   API reference: $url/v1/openapi.json
 
 MSG

@@ -9,6 +9,7 @@
 
 mod api;
 mod bad_input;
+mod dev_script;
 mod identity;
 mod isolation;
 mod persistence;
