@@ -32,7 +32,11 @@ fn start(port: u16, state: &std::path::Path) -> (Child, String) {
 
 /// Stops dev.sh the way Ctrl-C would, so it stops wrangler and workerd too.
 fn stop(mut child: Child) {
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     child.wait().unwrap();
 }
 
@@ -54,7 +58,10 @@ async fn dev_script_bootstraps_once_and_reuses_its_state() {
 
     let (second, printed) = start(port, &state);
     assert!(printed.contains("reusing the state"), "{printed}");
-    assert!(!printed.contains("tk_"), "a second run prints no key:\n{printed}");
+    assert!(
+        !printed.contains("tk_"),
+        "a second run prints no key:\n{printed}"
+    );
     let (status, members) = Api::new(&url, &key).get("/v1/members").await;
     assert_eq!(status, 200, "the first run's key still works");
     assert_eq!(members.as_array().unwrap().len(), 1, "no second owner");

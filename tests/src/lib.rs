@@ -33,7 +33,8 @@ fn random_secret() -> String {
 /// The Worker running in workerd.
 pub struct Worker {
     child: Child,
-    _stdin: ChildStdin,
+    /// Closing it tells the harness to stop workerd and exit.
+    stdin: Option<ChildStdin>,
     pub url: String,
     pub bootstrap_token: String,
     pub jwt_secret: String,
@@ -88,7 +89,7 @@ impl Worker {
         let url = ready["url"].as_str().context("no url")?.to_owned();
         Ok(Self {
             child,
-            _stdin: stdin,
+            stdin: Some(stdin),
             url,
             bootstrap_token: bootstrap_token.into(),
             jwt_secret: jwt_secret.into(),
@@ -111,7 +112,16 @@ impl Worker {
 }
 
 impl Drop for Worker {
+    /// Stops gracefully (a killed harness would orphan its workerd), killing only as a last resort.
     fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
