@@ -7,7 +7,7 @@ mod members;
 mod org_data;
 mod orgs;
 
-use crate::auth::{self, Principal};
+use crate::auth::{self, Credential, Principal};
 use crate::backend::{Backend, OrgStore, RateLimiter};
 use crate::directory;
 use crate::error::ApiError;
@@ -165,7 +165,9 @@ async fn key_principal(app: &impl Backend, secret: &str) -> Result<Principal, Ap
         user_id: k.user_id,
         role: k.role,
         key_id: k.key_id,
-        by_key: true,
+        credential: Credential::ApiKey {
+            task_prefix: k.task_prefix,
+        },
     })
 }
 

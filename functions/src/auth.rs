@@ -43,8 +43,16 @@ pub struct Principal {
     pub role: Role,
     /// The API key used, directly or through the token it minted.
     pub key_id: String,
-    /// True when the request carried the API key itself (not a token).
-    pub by_key: bool,
+    pub credential: Credential,
+}
+
+/// What the request carried.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Credential {
+    /// The API key itself; its lookup also yields the org's task prefix.
+    ApiKey { task_prefix: String },
+    /// A token minted from a key.
+    Token,
 }
 
 impl Principal {
@@ -152,7 +160,7 @@ pub fn verify_token(config: &Config, token: &str) -> Result<Principal, ApiError>
         user_id: c.uid,
         role: c.role,
         key_id: c.kid,
-        by_key: false,
+        credential: Credential::Token,
     })
 }
 
@@ -177,7 +185,9 @@ mod tests {
             user_id: "usr_1".into(),
             role: Role::Admin,
             key_id: "key_1".into(),
-            by_key: true,
+            credential: Credential::ApiKey {
+                task_prefix: "TET".into(),
+            },
         }
     }
 
@@ -208,7 +218,7 @@ mod tests {
         assert_eq!(
             p,
             Principal {
-                by_key: false,
+                credential: Credential::Token,
                 ..principal()
             }
         );

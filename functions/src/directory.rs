@@ -139,6 +139,7 @@ pub struct KeyPrincipal {
     pub user_id: String,
     pub role: Role,
     pub org_id: String,
+    pub task_prefix: String,
 }
 
 #[derive(Deserialize)]
@@ -462,8 +463,8 @@ pub async fn key_principal(
 ) -> Result<Option<KeyPrincipal>, ApiError> {
     let found: Option<KeyPrincipal> = db
         .query_one(
-            "SELECT k.id AS key_id, k.last_used_at, m.id AS member_id, m.user_id, m.role, m.org_id
-             FROM api_keys k JOIN members m ON m.id = k.member_id
+            "SELECT k.id AS key_id, k.last_used_at, m.id AS member_id, m.user_id, m.role, m.org_id, o.task_prefix
+             FROM api_keys k JOIN members m ON m.id = k.member_id JOIN orgs o ON o.id = m.org_id
              WHERE k.hash = ? AND k.revoked_at IS NULL",
             &[auth::hash_key(secret).into()],
         )

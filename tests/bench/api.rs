@@ -90,7 +90,8 @@ async fn main() {
     let worker = Worker::start(None).unwrap();
     let owner = worker.bootstrap().await.unwrap();
     let api = Api::new(&worker.url, &owner);
-    let keys = (n / 600).clamp(4, 45);
+    // Five runs of n requests; the per-key limit is 1200 a minute.
+    let keys = (5 * n / 1000 + 1).clamp(4, 45);
     let mut apis = vec![api.clone()];
     for i in 0..keys {
         let (_, k) = api
@@ -110,6 +111,25 @@ async fn main() {
             .post("/v1/tasks", json!({"title": "warm-up"}))
             .await;
     }
+    // Baselines: the runtime alone, then one D1 lookup (the key) with no org object involved.
+    run(
+        "health",
+        &apis,
+        n,
+        concurrency,
+        |api, _| api.request("GET", "/health"),
+        200,
+    )
+    .await;
+    run(
+        "me (key)",
+        &apis,
+        n,
+        concurrency,
+        |api, _| api.request("GET", "/v1/me"),
+        200,
+    )
+    .await;
     run("task create", &apis, n, concurrency, |api, i| {
         api.request("POST", "/v1/tasks").json(&json!({"title": format!("bench task {i}"), "labels": ["bench"], "priority": "medium"}))
     }, 201)

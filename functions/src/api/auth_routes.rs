@@ -1,7 +1,7 @@
 //! Bootstrap, token exchange and "who am I".
 
 use super::key_principal;
-use crate::auth::{self, Principal, Role};
+use crate::auth::{self, Credential, Principal, Role};
 use crate::backend::Backend;
 use crate::directory::{self, Bootstrap, CreatedOrg, Org};
 use crate::error::ApiError;
@@ -95,7 +95,11 @@ pub async fn me(app: &impl Backend, p: &Principal) -> Result<Response, ApiError>
             member_id: p.member_id.clone(),
             role: p.role,
             org,
-            auth: if p.by_key { "api_key" } else { "token" }.into(),
+            auth: match p.credential {
+                Credential::ApiKey { .. } => "api_key",
+                Credential::Token => "token",
+            }
+            .into(),
             key_id: p.key_id.clone(),
         },
     ))

@@ -1,7 +1,7 @@
 //! Projects, task statuses and tasks: checked here, stored by the org's Durable Object.
 
 use super::org_call;
-use crate::auth::{Principal, Role};
+use crate::auth::{Credential, Principal, Role};
 use crate::backend::Backend;
 use crate::directory;
 use crate::error::ApiError;
@@ -226,7 +226,11 @@ pub async fn create_task(
 ) -> Result<Response, ApiError> {
     let task: CreateTask = h::body(req)?;
     check_assignee(app, p, task.assignee_id.as_deref()).await?;
-    let prefix = directory::org(app.db(), &p.org_id).await?.task_prefix;
+    // A key's lookup already joined the org; a token's request reads the prefix once.
+    let prefix = match &p.credential {
+        Credential::ApiKey { task_prefix } => task_prefix.clone(),
+        Credential::Token => directory::org(app.db(), &p.org_id).await?.task_prefix,
+    };
     answer(
         app,
         p,
