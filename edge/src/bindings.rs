@@ -44,6 +44,7 @@ impl Edge {
             })?;
         let token_ttl_secs = text(env, "TOKEN_TTL_SECS")
             .and_then(|v| v.parse().ok())
+            .filter(|ttl| (60..=86_400).contains(ttl))
             .unwrap_or(Config::DEFAULT_TOKEN_TTL);
         Ok(Self {
             db: D1(env
