@@ -26,10 +26,11 @@ cargo clippy -p tether-edge -p tether-functions -p tether-durable --target wasm3
 step "clippy (wasm32-wasip2: the Spin component)"
 cargo clippy -p tether-spin -p tether-functions --target wasm32-wasip2 --locked -- -D warnings
 
+# Release builds for the wasm targets share their artifacts with the Spin and Worker builds below.
 step "functions/ builds for every target"
 cargo build -p tether-functions --locked
-cargo build -p tether-functions --locked --target wasm32-unknown-unknown
-cargo build -p tether-functions --locked --target wasm32-wasip2
+cargo build -p tether-functions --locked --release --target wasm32-unknown-unknown
+cargo build -p tether-functions --locked --release --target wasm32-wasip2
 
 step "the Spin component (wasm32-wasip2)"
 cargo build -p tether-spin --locked --release --target wasm32-wasip2
