@@ -53,6 +53,8 @@ pub enum StoreError {
     BadRequest { field: String, message: String },
     #[error("storage failure")]
     Sql(#[from] SqlError),
+    #[error("encoding the answer")]
+    Encode(#[from] serde_json::Error),
 }
 
 impl StoreError {
@@ -82,7 +84,9 @@ impl StoreError {
                     .with_details(serde_json::json!({ "field": field })),
             ),
             // The engine's message stays in the logs: it can name tables and constraints.
-            Self::Sql(_) => (500, ErrorBody::new("internal", "internal storage error")),
+            Self::Sql(_) | Self::Encode(_) => {
+                (500, ErrorBody::new("internal", "internal storage error"))
+            }
         }
     }
 }

@@ -13,7 +13,6 @@ use crate::{ids, validate};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use serde_json::Value;
 
 /// Caps on how many rows an org may hold.
 pub const MAX_PROJECTS: i64 = 1_000;
@@ -129,8 +128,10 @@ const TASK_SELECT: &str = "SELECT t.id, t.number, t.slug, t.title, t.description
 const STATUS_ORDER: &str = "ORDER BY CASE category WHEN 'backlog' THEN 0 WHEN 'unstarted' THEN 1
     WHEN 'started' THEN 2 WHEN 'completed' THEN 3 ELSE 4 END, position, id";
 
-fn json<T: Serialize>(v: T) -> Result<Value, StoreError> {
-    serde_json::to_value(v).map_err(|e| StoreError::Sql(crate::sql::SqlError::new(e.to_string())))
+/// The answer's JSON, serialised once, straight from the typed value: the Worker passes these
+/// bytes through to the client.
+fn json<T: Serialize>(v: T) -> Result<Vec<u8>, StoreError> {
+    Ok(serde_json::to_vec(&v)?)
 }
 
 fn page_limit(limit: Option<u32>) -> Result<i64, StoreError> {
@@ -207,32 +208,38 @@ impl<'a, S: Sql> Store<'a, S> {
         Ok(Self { sql })
     }
 
-    /// Carries out one call atomically and answers its JSON result.
-    pub fn call(&self, call: OrgCall, now: i64) -> Result<Value, StoreError> {
+    /// Wraps a database that [`Store::open`] has already migrated and found live. The Durable
+    /// Object opens once per instance instead of re-checking the schema on every call.
+    pub fn migrated(sql: &'a S) -> Self {
+        Self { sql }
+    }
+
+    /// Carries out one call atomically and answers its result as JSON.
+    pub fn call(&self, call: OrgCall, now: i64) -> Result<Vec<u8>, StoreError> {
         self.sql.transaction(|| self.dispatch(call, now))
     }
 
-    fn dispatch(&self, call: OrgCall, now: i64) -> Result<Value, StoreError> {
+    fn dispatch(&self, call: OrgCall, now: i64) -> Result<Vec<u8>, StoreError> {
         let OrgCall { actor, op, .. } = call;
         match op {
             OrgOp::ListProjects(q) => json(self.list_projects(&q)?),
             OrgOp::GetProject { id } => json(self.project(&id)?),
             OrgOp::CreateProject(input) => json(self.create_project(input, now)?),
             OrgOp::UpdateProject { id, patch } => json(self.update_project(&id, patch, now)?),
-            OrgOp::DeleteProject { id } => self.delete_project(&id).map(|()| Value::Null),
+            OrgOp::DeleteProject { id } => self.delete_project(&id).and_then(json),
             OrgOp::ListStatuses => json(self.statuses()?),
             OrgOp::CreateStatus(input) => json(self.create_status(input, now)?),
             OrgOp::UpdateStatus { id, patch } => json(self.update_status(&id, patch, now)?),
             OrgOp::DeleteStatus { id, replace_with } => self
                 .delete_status(&id, replace_with.as_deref(), now)
-                .map(|()| Value::Null),
+                .and_then(json),
             OrgOp::ListTasks(q) => json(self.list_tasks(&q)?),
             OrgOp::GetTask { key } => json(self.task(&key)?),
             OrgOp::CreateTask { task, prefix } => {
                 json(self.create_task(task, &prefix, &actor, now)?)
             }
             OrgOp::UpdateTask { key, patch } => json(self.update_task(&key, patch, now)?),
-            OrgOp::DeleteTask { key } => self.delete_task(&key).map(|()| Value::Null),
+            OrgOp::DeleteTask { key } => self.delete_task(&key).and_then(json),
             OrgOp::UnassignMember { member_id } => {
                 let n = self.sql.execute(
                     "UPDATE tasks SET assignee_id = NULL, updated_at = ? WHERE assignee_id = ?",
@@ -246,7 +253,7 @@ impl<'a, S: Sql> Store<'a, S> {
                      DROP TABLE counters; DELETE FROM meta;
                      INSERT INTO meta (key, value) VALUES ('destroyed', '1');",
                 )?;
-                Ok(Value::Null)
+                json(())
             }
         }
     }

@@ -42,8 +42,7 @@ impl OrgStore for TestOrgs {
             .or_insert_with(|| NativeSql::open_in_memory().unwrap());
         // Through JSON, as over the wire.
         let call: OrgCall = serde_json::from_value(serde_json::to_value(call).unwrap()).unwrap();
-        let v = Store::open(sql).and_then(|s| s.call(call, tether_durable::time::now_ms()))?;
-        Ok(serde_json::to_vec(&v).unwrap())
+        Ok(Store::open(sql).and_then(|s| s.call(call, tether_durable::time::now_ms()))?)
     }
 }
 

@@ -16,7 +16,7 @@ fn call<T: DeserializeOwned>(sql: &NativeSql, op: OrgOp) -> Result<T, StoreError
     let call: OrgCall = serde_json::from_value(serde_json::to_value(call).unwrap()).unwrap();
     store
         .call(call, 1_000)
-        .map(|v| serde_json::from_value(v).unwrap())
+        .map(|v| serde_json::from_slice(&v).unwrap())
 }
 
 fn task(sql: &NativeSql, body: serde_json::Value) -> Task {
