@@ -12,6 +12,18 @@ pub const LABEL_MAX: usize = 50;
 pub const PAGE_DEFAULT: u32 = 50;
 pub const PAGE_MAX: u32 = 200;
 
+/// A count cap: 409 `limit_exceeded` once `count` has reached `max` (`what` says of what, e.g.
+/// "projects per org").
+pub fn cap(count: i64, max: i64, what: &str) -> Result<(), StoreError> {
+    if count >= max {
+        return Err(StoreError::Conflict {
+            code: "limit_exceeded",
+            message: format!("at most {max} {what}"),
+        });
+    }
+    Ok(())
+}
+
 /// A single-line human text: trimmed, non-empty, at most `max` characters, no control characters.
 pub fn line(field: &str, value: &str, max: usize) -> Result<String, StoreError> {
     let v = value.trim();

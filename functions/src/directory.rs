@@ -432,18 +432,13 @@ pub async fn create_org(
     input: CreateOrg,
     now: i64,
 ) -> Result<CreatedOrg, ApiError> {
-    let n = count(
+    let owned = count(
         db,
         "SELECT count(*) AS n FROM members WHERE user_id = ? AND role = 'owner'",
         &[user_id.into()],
     )
     .await?;
-    if n >= MAX_ORGS_PER_USER {
-        return Err(ApiError::conflict(
-            "limit_exceeded",
-            format!("a user owns at most {MAX_ORGS_PER_USER} orgs"),
-        ));
-    }
+    validate::cap(owned, MAX_ORGS_PER_USER, "orgs owned per user")?;
     create_org_with_owner(
         db,
         &input.name,
@@ -564,19 +559,13 @@ pub async fn create_member(
 ) -> Result<CreatedMember, ApiError> {
     let mail = email(&input.email)?;
     let name = validate::line("name", &input.name, validate::NAME_MAX)?;
-    if count(
+    let members = count(
         db,
         "SELECT count(*) AS n FROM members WHERE org_id = ?",
         &[org_id.into()],
     )
-    .await?
-        >= MAX_MEMBERS_PER_ORG
-    {
-        return Err(ApiError::conflict(
-            "limit_exceeded",
-            format!("an org has at most {MAX_MEMBERS_PER_ORG} members"),
-        ));
-    }
+    .await?;
+    validate::cap(members, MAX_MEMBERS_PER_ORG, "members per org")?;
     let existing: Option<IdRow> = db
         .query_one(
             "SELECT id FROM users WHERE email = ?",
@@ -737,12 +726,11 @@ pub async fn create_api_key(
         &[member_id.into()],
     )
     .await?;
-    if live >= MAX_KEYS_PER_MEMBER {
-        return Err(ApiError::conflict(
-            "limit_exceeded",
-            format!("a member has at most {MAX_KEYS_PER_MEMBER} live keys; revoke one first"),
-        ));
-    }
+    validate::cap(
+        live,
+        MAX_KEYS_PER_MEMBER,
+        "live keys per member; revoke one first",
+    )?;
     let ((sql, params), key) = new_key_statement(org_id, member_id, &name, now)?;
     db.execute(sql, &params).await?;
     Ok(key)

@@ -325,12 +325,8 @@ impl<'a, S: Sql> Store<'a, S> {
             "default_branch",
             input.default_branch.as_deref().unwrap_or("main"),
         )?;
-        if self.count("SELECT count(*) AS n FROM projects", &[])? >= MAX_PROJECTS {
-            return Err(StoreError::Conflict {
-                code: "limit_exceeded",
-                message: format!("an org holds at most {MAX_PROJECTS} projects"),
-            });
-        }
+        let projects = self.count("SELECT count(*) AS n FROM projects", &[])?;
+        validate::cap(projects, MAX_PROJECTS, "projects per org")?;
         self.project_name_taken(&name, "")?;
         let id = ids::new(ids::PROJECT);
         self.sql.execute(
@@ -441,12 +437,8 @@ impl<'a, S: Sql> Store<'a, S> {
     fn create_status(&self, input: CreateTaskStatus, now: i64) -> Result<TaskStatus, StoreError> {
         let name = validate::line("name", &input.name, validate::NAME_MAX)?;
         let color = validate::color("color", input.color.as_deref().unwrap_or("#95a2b3"))?;
-        if self.count("SELECT count(*) AS n FROM task_statuses", &[])? >= MAX_STATUSES {
-            return Err(StoreError::Conflict {
-                code: "limit_exceeded",
-                message: format!("an org holds at most {MAX_STATUSES} task statuses"),
-            });
-        }
+        let statuses = self.count("SELECT count(*) AS n FROM task_statuses", &[])?;
+        validate::cap(statuses, MAX_STATUSES, "task statuses per org")?;
         self.status_name_taken(&name, "")?;
         let position = match input.position {
             Some(p) => p,
@@ -670,16 +662,11 @@ impl<'a, S: Sql> Store<'a, S> {
             Some(s) => s,
             None => self.default_status()?,
         };
-        if self.count(
+        let tasks = self.count(
             "SELECT value AS n FROM counters WHERE name = 'task_count'",
             &[],
-        )? >= MAX_TASKS
-        {
-            return Err(StoreError::Conflict {
-                code: "limit_exceeded",
-                message: format!("an org holds at most {MAX_TASKS} tasks"),
-            });
-        }
+        )?;
+        validate::cap(tasks, MAX_TASKS, "tasks per org")?;
         self.sql.execute(
             "UPDATE counters SET value = value + 1 WHERE name IN ('task_number', 'task_count')",
             &[],

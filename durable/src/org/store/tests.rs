@@ -345,3 +345,28 @@ fn a_destroyed_org_stays_gone() {
         ));
     }
 }
+
+#[test]
+fn counts_are_capped() {
+    let sql = NativeSql::open_in_memory().unwrap();
+    let mut made = 5; // the default statuses
+    let err = loop {
+        let input =
+            serde_json::from_value(json!({"name": format!("s{made}"), "category": "started"}));
+        match call::<TaskStatus>(&sql, OrgOp::CreateStatus(input.unwrap())) {
+            Ok(_) => made += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(made, MAX_STATUSES);
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                code: "limit_exceeded",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
