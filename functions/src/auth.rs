@@ -67,6 +67,12 @@ impl Principal {
             )))
         }
     }
+
+    /// 403 unless the caller may manage someone holding `role`: admins manage members and
+    /// admins; only owners manage owners.
+    pub fn require_over(&self, role: Role) -> Result<(), ApiError> {
+        self.require(role.max(Role::Admin))
+    }
 }
 
 /// A freshly generated API key. `secret` is shown once and never stored.

@@ -26,10 +26,17 @@ async fn may_manage(app: &impl Backend, p: &Principal, member_id: &str) -> Resul
     }
     p.require(Role::Admin)?;
     let target = directory::member(app.db(), &p.org_id, member_id).await?;
-    if target.role == Role::Owner {
-        p.require(Role::Owner)?;
+    p.require_over(target.role)
+}
+
+/// A key of the org as the caller may see it: members see only their own keys; others' are
+/// "not found" to them.
+async fn visible_key(app: &impl Backend, p: &Principal, id: &str) -> Result<ApiKey, ApiError> {
+    let key = directory::api_key(app.db(), &p.org_id, id).await?;
+    if key.member_id != p.member_id && p.role < Role::Admin {
+        return Err(ApiError::not_found("api key"));
     }
-    Ok(())
+    Ok(key)
 }
 
 #[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(KeyQuery),
@@ -72,11 +79,7 @@ pub async fn create(
     responses((status = 200, body = ApiKey), (status = 404, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn get(app: &impl Backend, p: &Principal, id: &str) -> Result<Response, ApiError> {
-    let key = directory::api_key(app.db(), &p.org_id, id).await?;
-    if key.member_id != p.member_id && p.role < Role::Admin {
-        return Err(ApiError::not_found("api key"));
-    }
-    Ok(h::json(StatusCode::OK, &key))
+    Ok(h::json(StatusCode::OK, &visible_key(app, p, id).await?))
 }
 
 /// Revokes a key at once. Tokens minted from it stay valid until they expire (at most the
@@ -85,10 +88,7 @@ pub async fn get(app: &impl Backend, p: &Principal, id: &str) -> Result<Response
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn revoke(app: &impl Backend, p: &Principal, id: &str) -> Result<Response, ApiError> {
-    let key = directory::api_key(app.db(), &p.org_id, id).await?;
-    if key.member_id != p.member_id && p.role < Role::Admin {
-        return Err(ApiError::not_found("api key"));
-    }
+    let key = visible_key(app, p, id).await?;
     may_manage(app, p, &key.member_id).await?;
     directory::revoke_api_key(app.db(), &p.org_id, id, now_ms()).await?;
     Ok(h::no_content())

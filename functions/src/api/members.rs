@@ -32,9 +32,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     p.require(Role::Admin)?;
     let input: CreateMember = h::body(req)?;
-    if input.role == Role::Owner {
-        p.require(Role::Owner)?;
-    }
+    p.require_over(input.role)?;
     Ok(h::json(
         StatusCode::CREATED,
         &directory::create_member(app.db(), &p.org_id, input, now_ms()).await?,
@@ -66,9 +64,7 @@ pub async fn update(
     p.require(Role::Admin)?;
     let input: UpdateMember = h::body(req)?;
     let target = directory::member(app.db(), &p.org_id, id).await?;
-    if target.role == Role::Owner || input.role == Role::Owner {
-        p.require(Role::Owner)?;
-    }
+    p.require_over(target.role.max(input.role))?;
     Ok(h::json(
         StatusCode::OK,
         &directory::set_role(app.db(), &p.org_id, id, input.role).await?,
@@ -84,11 +80,7 @@ pub async fn update(
 pub async fn delete(app: &impl Backend, p: &Principal, id: &str) -> Result<Response, ApiError> {
     let target = directory::member(app.db(), &p.org_id, id).await?;
     if target.id != p.member_id {
-        p.require(if target.role == Role::Owner {
-            Role::Owner
-        } else {
-            Role::Admin
-        })?;
+        p.require_over(target.role)?;
     }
     directory::remove_member(app.db(), &p.org_id, id).await?;
     org_call(
