@@ -307,16 +307,23 @@ fn new_key_statement(
     ))
 }
 
-/// Creates an org with `user` (existing or new) as owner and a first key; when `bootstrap`, only
-/// if the directory has never been bootstrapped.
+/// Who owns a new org.
+enum FirstOwner {
+    /// A user who already exists (`POST /v1/orgs`).
+    Existing { user_id: String },
+    /// A new user, through the once-only bootstrap.
+    Bootstrap { email: String, name: String },
+}
+
+/// Creates an org with its owner and the owner's first key.
 async fn create_org_with_owner(
     db: &impl Db,
     org_name: &str,
     task_prefix: Option<&str>,
-    user: Result<String, (String, String)>,
+    owner: FirstOwner,
     now: i64,
-    bootstrap: bool,
 ) -> Result<CreatedOrg, ApiError> {
+    let bootstrap = matches!(owner, FirstOwner::Bootstrap { .. });
     let name = validate::line("name", org_name, validate::NAME_MAX)?;
     let task_prefix = prefix(&name, task_prefix)?;
     let org_id = ids::new(ids::ORG);
@@ -329,8 +336,8 @@ async fn create_org_with_owner(
             vec![now.to_string().into()],
         ));
     }
-    let (user_id, email, user_name) = match user {
-        Ok(existing) => {
+    let (user_id, email, user_name) = match owner {
+        FirstOwner::Existing { user_id: existing } => {
             #[derive(Deserialize)]
             struct U {
                 email: String,
@@ -345,7 +352,7 @@ async fn create_org_with_owner(
                 .ok_or_else(|| ApiError::unauthorized("unknown user"))?;
             (existing, u.email, u.name)
         }
-        Err((email, name)) => {
+        FirstOwner::Bootstrap { email, name } => {
             let id = ids::new(ids::USER);
             stmts.push((
                 "INSERT INTO users (id, email, name, created_at) VALUES (?, ?, ?, ?)",
@@ -419,9 +426,8 @@ pub async fn bootstrap(db: &impl Db, input: Bootstrap, now: i64) -> Result<Creat
         db,
         &input.org_name,
         input.task_prefix.as_deref(),
-        Err((mail, name)),
+        FirstOwner::Bootstrap { email: mail, name },
         now,
-        true,
     )
     .await
 }
@@ -443,9 +449,10 @@ pub async fn create_org(
         db,
         &input.name,
         input.task_prefix.as_deref(),
-        Ok(user_id.to_owned()),
+        FirstOwner::Existing {
+            user_id: user_id.to_owned(),
+        },
         now,
-        false,
     )
     .await
 }
