@@ -42,10 +42,12 @@ for _ in $(seq 1 120); do
 done
 curl -fsS "$url/health" >/dev/null || { echo "the Worker did not come up on $url" >&2; exit 1; }
 
-answer=$(curl -sS -o /tmp/tether-bootstrap.$$ -w '%{http_code}' -X POST "$url/v1/bootstrap" \
+# The body, then the status code on a line of its own.
+reply=$(curl -sS -w '\n%{http_code}' -X POST "$url/v1/bootstrap" \
   -H "authorization: Bearer $bootstrap_token" -H 'content-type: application/json' \
   -d "{\"org_name\": \"${TETHER_ORG:-My Org}\", \"email\": \"${TETHER_EMAIL:-you@localhost.dev}\", \"name\": \"${TETHER_NAME:-Owner}\"}")
-body=$(cat /tmp/tether-bootstrap.$$); rm -f /tmp/tether-bootstrap.$$
+answer=${reply##*$'\n'}
+body=${reply%$'\n'*}
 case "$answer" in
   201)
     key=$(node -e 'process.stdout.write(JSON.parse(process.argv[1]).api_key.secret)' "$body")
