@@ -1,8 +1,8 @@
 //! An organisation's own data (projects, task statuses, tasks), owned by one Org Durable Object.
 //!
-//! The Worker authenticates a caller, then sends the org's object an [`OrgCall`]: who is asking,
-//! the org's task prefix, and one [`OrgOp`]. [`store::Store`] carries it out in one SQLite
-//! transaction and answers JSON. The object class itself is a thin adapter in
+//! The Worker authenticates a caller, then sends the org's object an [`OrgCall`]: who is asking
+//! and one [`OrgOp`]. [`store::Store`] carries it out in one SQLite transaction and answers JSON
+//! bytes, which the Worker passes through. The object class itself is a thin adapter in
 //! [`crate::objects`].
 
 pub mod model;
