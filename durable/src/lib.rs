@@ -2,6 +2,8 @@
 //!
 //! - [`org`]: an organisation's projects, task statuses and tasks, owned by one Org Durable
 //!   Object ([`org::store::Store`] over [`sql::Sql`]).
+//! - [`stream`]: session streams (the Durable Streams protocol), one Stream Durable Object
+//!   per stream ([`stream::store::Store`] over [`sql::Sql`]).
 //! - [`error`], [`ids`], [`validate`], [`time`]: the public error shape, resource ids, field
 //!   caps and timestamps that the Worker, the objects and the daemon agree on.
 //! - `objects` (feature `worker`): the Durable Object classes, thin workers-rs adapters.
@@ -13,6 +15,7 @@ pub mod error;
 pub mod ids;
 pub mod org;
 pub mod sql;
+pub mod stream;
 pub mod time;
 pub mod validate;
 

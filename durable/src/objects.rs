@@ -3,8 +3,46 @@
 
 mod do_sql;
 mod org_store;
+mod stream;
 
 pub use org_store::OrgStore;
+pub use stream::{ACTOR_HEADER, ORG_HEADER, PATH_HEADER, StreamObject};
+
+use crate::error::ErrorBody;
+use crate::org::OrgCall;
+use wasm_bindgen::JsValue;
+use worker::{ObjectNamespace, RequestInit};
 
 /// The internal URL the Worker uses to call an object; only the path matters.
 pub const ORG_CALL_URL: &str = "https://org.internal/call";
+
+/// Why a call to another object failed.
+#[derive(Debug)]
+pub enum CallError {
+    /// The object answered with an error.
+    Answered(u16, ErrorBody),
+    /// The call did not complete (the object could not be reached or its answer read).
+    Failed(String),
+}
+
+/// Sends one call to an org's object; answers its JSON bytes.
+pub async fn call_org(orgs: &ObjectNamespace, call: &OrgCall) -> Result<Vec<u8>, CallError> {
+    let failed = |e: &dyn std::fmt::Display| CallError::Failed(e.to_string());
+    let stub = orgs
+        .id_from_name(&call.org_id)
+        .and_then(|id| id.get_stub())
+        .map_err(|e| failed(&e))?;
+    let body = serde_json::to_string(call).map_err(|e| failed(&e))?;
+    let mut init = RequestInit::new();
+    init.with_method(worker::Method::Post)
+        .with_body(Some(JsValue::from_str(&body)));
+    let req = worker::Request::new_with_init(ORG_CALL_URL, &init).map_err(|e| failed(&e))?;
+    let mut res = stub.fetch_with_request(req).await.map_err(|e| failed(&e))?;
+    let status = res.status_code();
+    let bytes = res.bytes().await.map_err(|e| failed(&e))?;
+    if status == 200 {
+        return Ok(bytes);
+    }
+    let body: ErrorBody = serde_json::from_slice(&bytes).map_err(|e| failed(&e))?;
+    Err(CallError::Answered(status, body))
+}

@@ -70,6 +70,17 @@ pub enum OrgOp {
     UnassignMember {
         member_id: String,
     },
+    /// A stream at `path` came to life (idempotent; a newer life of the same path replaces an
+    /// older one). Counts against the org's stream cap.
+    RegisterStream {
+        path: String,
+        incarnation: String,
+    },
+    /// That life of the stream ended (a no-op once a newer life registered).
+    UnregisterStream {
+        path: String,
+        incarnation: String,
+    },
     /// The org was deleted: drop everything and answer 404 from now on (org ids are never
     /// reused, so a token minted before the deletion cannot bring the org back to life).
     Destroy,

@@ -13,6 +13,7 @@ pub enum SqlValue {
     Integer(i64),
     Real(f64),
     Text(String),
+    Blob(Vec<u8>),
 }
 
 impl From<i64> for SqlValue {
@@ -36,6 +37,29 @@ impl From<String> for SqlValue {
 impl From<&String> for SqlValue {
     fn from(v: &String) -> Self {
         Self::Text(v.clone())
+    }
+}
+
+impl From<Vec<u8>> for SqlValue {
+    fn from(v: Vec<u8>) -> Self {
+        Self::Blob(v)
+    }
+}
+
+impl SqlValue {
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Self::Integer(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    pub fn into_bytes(self) -> Option<Vec<u8>> {
+        match self {
+            Self::Blob(b) => Some(b),
+            Self::Text(s) => Some(s.into_bytes()),
+            _ => None,
+        }
     }
 }
 
@@ -73,6 +97,15 @@ pub trait Sql {
         sql: &str,
         params: &[SqlValue],
     ) -> Result<Vec<T>, SqlError>;
+
+    /// Runs a query and hands each row's values (in column order) to `f` as they are read,
+    /// stopping early when `f` answers false: large results (blobs) are never all in memory.
+    fn for_each_row(
+        &self,
+        sql: &str,
+        params: &[SqlValue],
+        f: &mut dyn FnMut(Vec<SqlValue>) -> bool,
+    ) -> Result<(), SqlError>;
 
     /// Runs a statement that returns no rows; answers how many rows it changed.
     fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, SqlError>;
@@ -136,6 +169,7 @@ mod native {
                 SqlValue::Integer(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
                 SqlValue::Real(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
                 SqlValue::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+                SqlValue::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
             })
         }
     }
@@ -174,6 +208,38 @@ mod native {
                 );
             }
             Ok(out)
+        }
+
+        fn for_each_row(
+            &self,
+            sql: &str,
+            params: &[SqlValue],
+            f: &mut dyn FnMut(Vec<SqlValue>) -> bool,
+        ) -> Result<(), SqlError> {
+            let conn = self.conn.borrow();
+            let mut stmt = conn.prepare(sql).map_err(err)?;
+            let columns = stmt.column_count();
+            let mut rows = stmt
+                .query(rusqlite::params_from_iter(params))
+                .map_err(err)?;
+            while let Some(row) = rows.next().map_err(err)? {
+                let mut values = Vec::with_capacity(columns);
+                for i in 0..columns {
+                    values.push(match row.get_ref(i).map_err(err)? {
+                        ValueRef::Null => SqlValue::Null,
+                        ValueRef::Integer(i) => SqlValue::Integer(i),
+                        ValueRef::Real(f) => SqlValue::Real(f),
+                        ValueRef::Text(t) => {
+                            SqlValue::Text(String::from_utf8_lossy(t).into_owned())
+                        }
+                        ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+                    });
+                }
+                if !f(values) {
+                    break;
+                }
+            }
+            Ok(())
         }
 
         fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, SqlError> {

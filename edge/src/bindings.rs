@@ -1,20 +1,22 @@
 //! The Worker's bindings behind `tether_functions::backend`: D1 as [`Db`], the `ORG_STORE`
-//! Durable Object namespace as [`OrgStore`], and the `API_RATE_LIMITER` binding.
+//! Durable Object namespace as [`OrgStore`], the `API_RATE_LIMITER` binding; and for streams the
+//! `STREAMS` namespace and `STREAM_RATE_LIMITER`.
 
 use serde::de::DeserializeOwned;
-use tether_durable::error::ErrorBody;
-use tether_durable::objects::ORG_CALL_URL;
+use tether_durable::objects::CallError;
 use tether_durable::org::OrgCall;
 use tether_durable::sql::{SqlError, SqlValue};
 use tether_functions::backend::{Backend, Config, Db, OrgStore, RateLimiter};
 use tether_functions::error::ApiError;
 use wasm_bindgen::JsValue;
-use worker::{D1Database, Env, ObjectNamespace, RequestInit};
+use worker::{D1Database, Env, ObjectNamespace};
 
 pub struct Edge {
     db: D1,
     orgs: Orgs,
     limiter: Limiter,
+    stream_limiter: Limiter,
+    streams: ObjectNamespace,
     config: Config,
 }
 
@@ -55,12 +57,28 @@ impl Edge {
                     .map_err(|_| misconfigured("the ORG_STORE binding is missing"))?,
             ),
             limiter: Limiter(env.rate_limiter("API_RATE_LIMITER").ok()),
+            stream_limiter: Limiter(env.rate_limiter("STREAM_RATE_LIMITER").ok()),
+            streams: env
+                .durable_object("STREAMS")
+                .map_err(|_| misconfigured("the STREAMS binding is missing"))?,
             config: Config {
                 jwt_secret: jwt_secret.into_bytes(),
                 bootstrap_token: text(env, "BOOTSTRAP_TOKEN").filter(|t| !t.is_empty()),
                 token_ttl_secs,
             },
         })
+    }
+}
+
+impl Edge {
+    /// Appends and reads have their own, larger budget than the REST API.
+    pub fn stream_limiter(&self) -> &Limiter {
+        &self.stream_limiter
+    }
+
+    /// The Stream Durable Objects, one per stream.
+    pub fn streams(&self) -> &ObjectNamespace {
+        &self.streams
     }
 }
 
@@ -93,6 +111,7 @@ fn js(params: &[SqlValue]) -> Vec<JsValue> {
             SqlValue::Integer(i) => JsValue::from_f64(*i as f64),
             SqlValue::Real(f) => JsValue::from_f64(*f),
             SqlValue::Text(s) => JsValue::from_str(s),
+            SqlValue::Blob(b) => js_sys::Uint8Array::from(b.as_slice()).into(),
         })
         .collect()
 }
@@ -138,28 +157,12 @@ pub struct Orgs(ObjectNamespace);
 
 impl OrgStore for Orgs {
     async fn call(&self, call: &OrgCall) -> Result<Vec<u8>, ApiError> {
-        let internal = |e: &dyn std::fmt::Display| ApiError::internal(e);
-        let stub = self
-            .0
-            .id_from_name(&call.org_id)
-            .and_then(|id| id.get_stub())
-            .map_err(|e| internal(&e))?;
-        let body = serde_json::to_string(call).map_err(|e| internal(&e))?;
-        let mut init = RequestInit::new();
-        init.with_method(worker::Method::Post)
-            .with_body(Some(JsValue::from_str(&body)));
-        let req = worker::Request::new_with_init(ORG_CALL_URL, &init).map_err(|e| internal(&e))?;
-        let mut res = stub
-            .fetch_with_request(req)
+        tether_durable::objects::call_org(&self.0, call)
             .await
-            .map_err(|e| internal(&e))?;
-        let status = res.status_code();
-        let bytes = res.bytes().await.map_err(|e| internal(&e))?;
-        if status == 200 {
-            return Ok(bytes);
-        }
-        let body: ErrorBody = serde_json::from_slice(&bytes).map_err(|e| internal(&e))?;
-        Err(ApiError::from_parts(status, body))
+            .map_err(|e| match e {
+                CallError::Answered(status, body) => ApiError::from_parts(status, body),
+                CallError::Failed(e) => ApiError::internal(&e),
+            })
     }
 }
 

@@ -8,18 +8,27 @@
 mod bindings;
 
 use bindings::Edge;
-use tether_functions::backend::Backend;
+use tether_durable::objects::{ACTOR_HEADER, ORG_HEADER, PATH_HEADER};
+use tether_durable::stream::{COMMON_HEADERS, object_name};
+use tether_functions::backend::{Backend, RateLimiter};
 use tether_functions::error::ApiError;
 use tether_functions::http::{self as h, MAX_BODY};
-use worker::{Context, Env, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
+use tether_functions::streams;
+use worker::{
+    Context, Env, Method, Request, RequestInit, Response, Result, ScheduleContext, ScheduledEvent,
+    event,
+};
 
-pub use tether_durable::objects::OrgStore;
+pub use tether_durable::objects::{OrgStore, StreamObject};
 
 /// How long revoked keys stay listed before the cron purges them.
 const REVOKED_KEY_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
 
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    if streams::is_stream_path(&req.path()) {
+        return stream(req, &env).await;
+    }
     let http_req = match to_http(&mut req).await {
         Ok(r) => r,
         Err(e) => return from_http(h::error(&e)),
@@ -45,6 +54,68 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Ok(n) => worker::console_log!("scheduled: purged {n} revoked keys"),
         Err(e) => worker::console_error!("scheduled: purging revoked keys failed: {e}"),
     }
+}
+
+/// `/v1/stream/...`: authenticates, authorises and forwards to the stream's object, whose
+/// answer (a live SSE body included) passes through untouched.
+async fn stream(mut req: Request, env: &Env) -> Result<Response> {
+    if req.method() == Method::Options {
+        // A CORS preflight carries no credentials.
+        return with_stream_headers(Response::empty()?.with_status(204));
+    }
+    let forwarded = async {
+        let http_req = to_http(&mut req).await?;
+        let edge = Edge::from_env(env)?;
+        let p = tether_functions::api::identify(&edge, &http_req).await?;
+        if !edge.stream_limiter().allow(&p.key_id).await {
+            return Err(ApiError::too_many_requests(10));
+        }
+        let route = streams::authorize(&p, http_req.method(), http_req.uri().path())?;
+        forward(&edge, &req, http_req.into_body(), &route)
+            .await
+            .map_err(|e| ApiError::internal(&e))
+    };
+    match forwarded.await {
+        Ok(res) => Ok(res),
+        Err(e) => with_stream_headers(from_http(h::error(&e))?),
+    }
+}
+
+async fn forward(
+    edge: &Edge,
+    req: &Request,
+    body: Vec<u8>,
+    route: &streams::StreamRoute,
+) -> Result<Response> {
+    let headers = worker::Headers::new();
+    for (name, value) in req.headers() {
+        // Only the Worker names the org, path and actor.
+        if !name.starts_with("x-tether-") {
+            headers.append(&name, &value)?;
+        }
+    }
+    headers.set(ORG_HEADER, &route.org_id)?;
+    headers.set(PATH_HEADER, &route.path)?;
+    headers.set(ACTOR_HEADER, &route.actor)?;
+    let mut init = RequestInit::new();
+    init.with_method(req.method()).with_headers(headers);
+    if !body.is_empty() {
+        init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
+    }
+    let inner = Request::new_with_init(req.url()?.as_str(), &init)?;
+    let stub = edge
+        .streams()
+        .id_from_name(&object_name(&route.org_id, &route.path))?
+        .get_stub()?;
+    stub.fetch_with_request(inner).await
+}
+
+fn with_stream_headers(res: Response) -> Result<Response> {
+    let headers = res.headers().clone();
+    for (k, v) in COMMON_HEADERS {
+        headers.set(k, v)?;
+    }
+    Ok(res.with_headers(headers))
 }
 
 /// Past [`MAX_BODY`], how much more of a body is read and thrown away so the client gets to

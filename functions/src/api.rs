@@ -135,20 +135,26 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
 
 /// Resolves the caller from an API key or a token, then applies the per-key rate limit.
 async fn authenticate(app: &impl Backend, req: &Request) -> Result<Principal, ApiError> {
+    let p = identify(app, req).await?;
+    if !app.limiter().allow(&p.key_id).await {
+        return Err(ApiError::too_many_requests(60));
+    }
+    Ok(p)
+}
+
+/// Resolves the caller from an API key or a token (no rate limit: callers with their own
+/// budget, such as the streams, apply it).
+pub async fn identify(app: &impl Backend, req: &Request) -> Result<Principal, ApiError> {
     let cred = h::credential(req).ok_or_else(|| {
         ApiError::unauthorized(
             "send `Authorization: Bearer <api key or token>` or `X-API-Key: <api key>`",
         )
     })?;
-    let p = if cred.starts_with(auth::KEY_PREFIX) {
-        key_principal(app, cred).await?
+    if cred.starts_with(auth::KEY_PREFIX) {
+        key_principal(app, cred).await
     } else {
-        auth::verify_token(app.config(), cred)?
-    };
-    if !app.limiter().allow(&p.key_id).await {
-        return Err(ApiError::too_many_requests(60));
+        auth::verify_token(app.config(), cred)
     }
-    Ok(p)
 }
 
 async fn key_principal(app: &impl Backend, secret: &str) -> Result<Principal, ApiError> {

@@ -15,6 +15,7 @@ pub mod directory;
 pub mod error;
 pub mod http;
 pub mod public;
+pub mod streams;
 
 /// The D1 migrations, in order, for backends that apply them themselves (tests).
 pub const MIGRATIONS: &[(&str, &str)] = &[(

@@ -45,6 +45,7 @@ fn bind(params: &[SqlValue]) -> Vec<SqlStorageValue> {
             SqlValue::Integer(i) => SqlStorageValue::Integer(*i),
             SqlValue::Real(f) => SqlStorageValue::Float(*f),
             SqlValue::Text(s) => SqlStorageValue::String(s.clone()),
+            SqlValue::Blob(b) => SqlStorageValue::Blob(b.clone()),
         })
         .collect()
 }
@@ -64,6 +65,33 @@ impl Sql for DoSql {
             .map_err(err)?
             .to_array()
             .map_err(err)
+    }
+
+    fn for_each_row(
+        &self,
+        sql: &str,
+        params: &[SqlValue],
+        f: &mut dyn FnMut(Vec<SqlValue>) -> bool,
+    ) -> Result<(), SqlError> {
+        let cursor = self.sql.exec(sql, bind(params)).map_err(err)?;
+        for row in cursor.raw() {
+            let values = row
+                .map_err(err)?
+                .into_iter()
+                .map(|v| match v {
+                    SqlStorageValue::Null => SqlValue::Null,
+                    SqlStorageValue::Boolean(b) => SqlValue::Integer(i64::from(b)),
+                    SqlStorageValue::Integer(i) => SqlValue::Integer(i),
+                    SqlStorageValue::Float(f) => SqlValue::Real(f),
+                    SqlStorageValue::String(s) => SqlValue::Text(s),
+                    SqlStorageValue::Blob(b) => SqlValue::Blob(b),
+                })
+                .collect();
+            if !f(values) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, SqlError> {

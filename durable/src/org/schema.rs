@@ -3,7 +3,8 @@
 use crate::sql::{Sql, SqlError};
 
 /// Each entry moves the schema from version `i` to `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO counters (name, value) VALUES ('task_number', 0), ('task_count', 0);
 
@@ -56,7 +57,15 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_status ON tasks (status_id, number);
 CREATE INDEX tasks_assignee ON tasks (assignee_id, number);
 CREATE INDEX tasks_project ON tasks (project_id, number);
-"];
+",
+    r"
+CREATE TABLE streams (
+    path TEXT PRIMARY KEY,
+    incarnation TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+",
+];
 
 #[derive(serde::Deserialize)]
 struct Version {

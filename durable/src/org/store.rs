@@ -8,6 +8,7 @@ use super::model::{
 use super::{OrgCall, OrgOp, schema};
 use crate::error::StoreError;
 use crate::sql::{Sql, SqlValue};
+use crate::stream::MAX_STREAMS_PER_ORG;
 use crate::time::rfc3339;
 use crate::{ids, validate};
 use base64::Engine;
@@ -247,9 +248,39 @@ impl<'a, S: Sql> Store<'a, S> {
                 )?;
                 json(serde_json::json!({ "unassigned": n }))
             }
+            OrgOp::RegisterStream { path, incarnation } => {
+                let known = self.count(
+                    "SELECT count(*) AS n FROM streams WHERE path = ?",
+                    &[path.as_str().into()],
+                )? > 0;
+                if known {
+                    self.sql.execute(
+                        "UPDATE streams SET incarnation = ? WHERE path = ?",
+                        &[incarnation.into(), path.into()],
+                    )?;
+                } else {
+                    validate::cap(
+                        self.count("SELECT count(*) AS n FROM streams", &[])?,
+                        MAX_STREAMS_PER_ORG,
+                        "streams per org",
+                    )?;
+                    self.sql.execute(
+                        "INSERT INTO streams (path, incarnation, created_at) VALUES (?, ?, ?)",
+                        &[path.into(), incarnation.into(), now.into()],
+                    )?;
+                }
+                json(())
+            }
+            OrgOp::UnregisterStream { path, incarnation } => {
+                self.sql.execute(
+                    "DELETE FROM streams WHERE path = ? AND incarnation = ?",
+                    &[path.into(), incarnation.into()],
+                )?;
+                json(())
+            }
             OrgOp::Destroy => {
                 self.sql.execute_script(
-                    "DROP TABLE tasks; DROP TABLE task_statuses; DROP TABLE projects;
+                    "DROP TABLE streams; DROP TABLE tasks; DROP TABLE task_statuses; DROP TABLE projects;
                      DROP TABLE counters; DELETE FROM meta;
                      INSERT INTO meta (key, value) VALUES ('destroyed', '1');",
                 )?;
