@@ -99,7 +99,8 @@ async fn forward(
     headers.set(ACTOR_HEADER, &route.actor)?;
     let mut init = RequestInit::new();
     init.with_method(req.method()).with_headers(headers);
-    if !body.is_empty() {
+    // A body on GET or HEAD is ignored (the runtime refuses to forward one).
+    if !body.is_empty() && !matches!(req.method(), Method::Get | Method::Head) {
         init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
     }
     let inner = Request::new_with_init(req.url()?.as_str(), &init)?;

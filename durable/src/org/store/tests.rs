@@ -370,3 +370,59 @@ fn counts_are_capped() {
         "{err:?}"
     );
 }
+
+#[test]
+fn the_stream_registry_caps_streams_per_org_and_knows_lives() {
+    let sql = NativeSql::open_in_memory().unwrap();
+    let register = |path: &str, inc: &str| {
+        call::<()>(
+            &sql,
+            OrgOp::RegisterStream {
+                path: path.into(),
+                incarnation: inc.into(),
+            },
+        )
+    };
+    let unregister = |path: &str, inc: &str| {
+        call::<()>(
+            &sql,
+            OrgOp::UnregisterStream {
+                path: path.into(),
+                incarnation: inc.into(),
+            },
+        )
+        .unwrap()
+    };
+    let count = || {
+        sql.query_one::<Count>("SELECT count(*) AS n FROM streams", &[])
+            .unwrap()
+            .unwrap()
+            .n
+    };
+    sql.transaction(|| {
+        for i in 0..MAX_STREAMS_PER_ORG {
+            register(&format!("s{i}"), "a")?;
+        }
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+    let err = register("one-more", "a").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                code: "limit_exceeded",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // A new life of a registered path replaces the old one without counting twice...
+    register("s0", "b").unwrap();
+    assert_eq!(count(), MAX_STREAMS_PER_ORG);
+    // ...so the old life's late unregister is a no-op, and the new one's frees a place.
+    unregister("s0", "a");
+    assert_eq!(count(), MAX_STREAMS_PER_ORG);
+    unregister("s0", "b");
+    register("one-more", "a").unwrap();
+}
