@@ -172,6 +172,19 @@ async fn catch_up_read(client: &StreamClient, run: &str) -> f64 {
     (READ_ROUNDS * READ_STREAM_BYTES) as f64 / 1e6 / started.elapsed().as_secs_f64()
 }
 
+/// The mean time of one request with nothing else in flight: the per-request floor that every
+/// append above pays, auth and the runtime included.
+async fn head_round_trip(client: &StreamClient, run: &str) -> f64 {
+    let (path, opts) = (&format!("bench/{run}/head"), CreateOptions::default());
+    retrying(|| client.create(path, &opts)).await;
+    const N: u32 = 300;
+    let started = Instant::now();
+    for _ in 0..N {
+        retrying(|| client.head(path)).await;
+    }
+    started.elapsed().as_secs_f64() * 1000.0 / f64::from(N)
+}
+
 /// (p50, p99) in ms of append-to-reader latency with the reader long-polling at the tail.
 async fn long_poll_wake(client: &StreamClient, run: &str) -> (f64, f64) {
     let path: &'static str = format!("bench/{run}/wake").leak();
@@ -283,6 +296,10 @@ async fn run(name: &str, run: &str, client: &StreamClient) -> Figures {
         "catch-up read 8 MB (MB/s)",
         catch_up_read(client, run).await,
     );
+    f.add(
+        "HEAD, sequential (ms per request)",
+        head_round_trip(client, run).await,
+    );
     let (p50, p99) = long_poll_wake(client, run).await;
     f.add("long-poll wake p50 (ms)", p50);
     f.add("long-poll wake p99 (ms)", p99);
@@ -315,6 +332,20 @@ async fn main() {
         .await
         .unwrap();
     let token = token["token"].as_str().expect("a token").to_owned();
+    // The runtime's own floor: a route with no auth and no object.
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    for _ in 0..300 {
+        http.get(format!("{}/health", worker.url))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    let floor = started.elapsed().as_secs_f64() * 1000.0 / 300.0;
+    println!("Miniflare floor: GET /health, sequential, {floor:.2} ms per request\n");
     let with_key = run(
         "ours, API key",
         "key",
