@@ -4,6 +4,8 @@
 //!   Object ([`org::store::Store`] over [`sql::Sql`]).
 //! - [`stream`]: session streams (the Durable Streams protocol), one Stream Durable Object
 //!   per stream ([`stream::store::Store`] over [`sql::Sql`]).
+//! - [`tunnel`]: the host tunnel's wire protocol (frames, close codes, flow control, heartbeats),
+//!   shared by the Host object and the daemon.
 //! - [`error`], [`ids`], [`validate`], [`time`]: the public error shape, resource ids, field
 //!   caps and timestamps that the Worker, the objects and the daemon agree on.
 //! - `objects` (feature `worker`): the Durable Object classes, thin workers-rs adapters.
@@ -17,6 +19,7 @@ pub mod org;
 pub mod sql;
 pub mod stream;
 pub mod time;
+pub mod tunnel;
 pub mod validate;
 
 #[cfg(feature = "worker")]
