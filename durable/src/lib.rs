@@ -14,6 +14,7 @@
 //! the Spin component use the same types.
 
 pub mod error;
+pub mod host;
 pub mod ids;
 pub mod org;
 pub mod sql;

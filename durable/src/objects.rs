@@ -2,9 +2,11 @@
 //! Each class lives in its own file; [`do_sql::DoSql`] is the object's SQLite behind [`crate::sql::Sql`].
 
 mod do_sql;
+mod host;
 mod org_store;
 mod stream;
 
+pub use host::{HOST_HEADER, HostObject};
 pub use org_store::OrgStore;
 pub use stream::{ACTOR_HEADER, ORG_HEADER, PATH_HEADER, StreamObject};
 

@@ -1,0 +1,416 @@
+//! `HostObject`: one Durable Object per paired machine, holding its tunnel (one WebSocket,
+//! accepted with the hibernation API so an idle host costs nothing) and everything addressed to
+//! it while it is away.
+//!
+//! The Worker authenticates (a host token for the tunnel, a member for the rest) and calls
+//! these internal routes, naming the host and org in [`HOST_HEADER`] / [`super::ORG_HEADER`]:
+//!
+//! - `GET /connect` (WebSocket upgrade): replaces any older connection (closed with
+//!   `Replaced`), marks the host online and sends every queued command in order.
+//! - `POST /rpc` `{method, body, deadline_ms}`: a request through the tunnel, answered by the
+//!   daemon; 503 with the reason when the host is offline, 504 past the deadline, 429 when too
+//!   many are pending.
+//! - `POST /command` `{id, kind, body}`: persisted, sent now if the host is online, otherwise on
+//!   reconnect; it stays queued until the daemon acks it.
+//! - `GET /status`, `POST /revoke` (closes the tunnel with `Forbidden`; later connects get 403).
+//!
+//! Liveness: the alarm pings every 10 s while a tunnel is open and closes it as `Stale` after
+//! 25 s of silence (a half-open socket); the daemon runs the same clock on its side.
+
+use super::do_sql::DoSql;
+use crate::error::ErrorBody;
+use crate::host::{HostStore, MAX_DEADLINE_MS, MAX_PENDING_RPCS, QueueError};
+use crate::sql::SqlError;
+use crate::time::now_ms;
+use crate::tunnel::liveness::{DEAD_AFTER_MS, PING_EVERY_MS};
+use crate::tunnel::pending::Pending;
+use crate::tunnel::{self, CloseCode, Frame, RpcError, RpcErrorCode, RpcResult, SUBPROTOCOL};
+use futures::channel::oneshot;
+use futures::future::{Either, select};
+use serde::Deserialize;
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
+use worker::{
+    Delay, DurableObject, Env, Method, Request, Response, Result, State, WebSocket,
+    WebSocketIncomingMessage, WebSocketPair, durable_object,
+};
+
+/// The host's id (set by the Worker).
+pub const HOST_HEADER: &str = "x-tether-host";
+
+#[durable_object]
+pub struct HostObject {
+    state: State,
+    sql: std::result::Result<DoSql, SqlError>,
+    opened: Cell<bool>,
+    /// RPCs waiting for the daemon's answer (in memory: a waiting request keeps the object
+    /// awake, so they never outlive it).
+    pending: RefCell<Pending<oneshot::Sender<RpcResult>>>,
+}
+
+#[derive(Deserialize)]
+struct RpcCall {
+    method: String,
+    #[serde(default)]
+    body: serde_json::Value,
+    deadline_ms: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct CommandCall {
+    id: String,
+    kind: String,
+    #[serde(default)]
+    body: serde_json::Value,
+}
+
+fn error(status: u16, code: &str, message: impl Into<String>) -> Result<Response> {
+    Ok(Response::from_json(&ErrorBody::new(code, message))?.with_status(status))
+}
+
+fn send(ws: &WebSocket, frame: &Frame) -> Result<()> {
+    let bytes = tunnel::encode(frame).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    ws.send_with_bytes(bytes)
+}
+
+impl HostObject {
+    fn store(&self) -> std::result::Result<HostStore<'_, DoSql>, SqlError> {
+        self.sql
+            .as_ref()
+            .map(HostStore)
+            .map_err(|e| SqlError::new(e.message.clone()))
+    }
+
+    /// Opens the store, creating the host's row on first use.
+    fn open(&self, req: &Request) -> Result<HostStore<'_, DoSql>> {
+        let store = self
+            .store()
+            .map_err(|e| worker::Error::RustError(e.to_string()))?;
+        if !self.opened.get() {
+            let header = |n: &str| req.headers().get(n).ok().flatten().unwrap_or_default();
+            store
+                .open(&header(HOST_HEADER), &header(super::ORG_HEADER))
+                .map_err(|e| worker::Error::RustError(e.to_string()))?;
+            self.opened.set(true);
+        }
+        Ok(store)
+    }
+
+    /// The open tunnel, if any (the newest, should there briefly be two).
+    fn socket(&self) -> Option<WebSocket> {
+        self.state.get_websockets().into_iter().last()
+    }
+
+    fn touch(&self) {
+        if let Ok(store) = self.store() {
+            let _ = store.seen(now_ms());
+        }
+    }
+
+    async fn accept_tunnel(&self, store: HostStore<'_, DoSql>) -> Result<Response> {
+        if store.revoked().unwrap_or(false) {
+            return error(403, "forbidden", "this host was revoked");
+        }
+        for old in self.state.get_websockets() {
+            let _ = old.close(
+                Some(CloseCode::Replaced.code()),
+                Some("replaced by a newer connection"),
+            );
+        }
+        let pair = WebSocketPair::new()?;
+        self.state.accept_web_socket(&pair.server);
+        let now = now_ms();
+        let conn = crate::ids::new("conn");
+        pair.server.serialize_attachment(&conn)?;
+        store
+            .connected(&conn, now)
+            .map_err(|e| worker::Error::RustError(e.to_string()))?;
+        for c in store
+            .queued()
+            .map_err(|e| worker::Error::RustError(e.to_string()))?
+        {
+            send(
+                &pair.server,
+                &Frame::Command {
+                    id: c.id,
+                    seq: c.seq as u64,
+                    kind: c.kind,
+                    body: c.body,
+                },
+            )?;
+        }
+        self.state.storage().set_alarm(PING_EVERY_MS).await?;
+        let headers = worker::Headers::new();
+        headers.set("sec-websocket-protocol", SUBPROTOCOL)?;
+        Ok(Response::from_websocket(pair.client)?.with_headers(headers))
+    }
+
+    async fn rpc(&self, call: RpcCall) -> Result<Response> {
+        let Some(ws) = self.socket() else {
+            let reason = self
+                .store()
+                .ok()
+                .and_then(|s| s.status().ok())
+                .map(|s| s.reason);
+            return error(
+                503,
+                "host_offline",
+                format!("the host is offline: {}", reason.unwrap_or_default()),
+            );
+        };
+        let deadline_ms = call.deadline_ms.unwrap_or(10_000).clamp(1, MAX_DEADLINE_MS);
+        let (tx, rx) = oneshot::channel();
+        let id = match self
+            .pending
+            .borrow_mut()
+            .insert(now_ms() + i64::from(deadline_ms), tx)
+        {
+            Ok(id) => id,
+            Err(full) => return error(429, "overloaded", full.to_string()),
+        };
+        let frame = Frame::Request {
+            id,
+            method: call.method,
+            deadline_ms,
+            body: serde_json::to_vec(&call.body)?,
+        };
+        if let Err(e) = send(&ws, &frame) {
+            self.pending.borrow_mut().take(id);
+            return error(503, "host_offline", format!("the tunnel failed: {e}"));
+        }
+        let delay = Delay::from(Duration::from_millis(u64::from(deadline_ms)));
+        match select(rx, delay).await {
+            Either::Left((Ok(RpcResult::Ok(body)), _)) => {
+                Ok(Response::from_bytes(body)?.with_headers(json_headers()?))
+            }
+            Either::Left((Ok(RpcResult::Err(e)), _)) => {
+                let status = match e.code {
+                    RpcErrorCode::NotFound => 404,
+                    RpcErrorCode::BadRequest => 400,
+                    RpcErrorCode::DeadlineExceeded => 504,
+                    RpcErrorCode::Overloaded => 429,
+                    RpcErrorCode::Internal => 502,
+                    RpcErrorCode::Draining => 503,
+                };
+                error(status, "host_error", e.message)
+            }
+            Either::Left((Err(_), _)) => error(503, "host_offline", "the tunnel closed"),
+            Either::Right(_) => {
+                self.pending.borrow_mut().take(id);
+                let _ = send(&ws, &Frame::Cancel { id });
+                error(
+                    504,
+                    "deadline_exceeded",
+                    format!("the host did not answer within {deadline_ms} ms"),
+                )
+            }
+        }
+    }
+
+    /// Tells every waiting caller the tunnel is gone.
+    fn fail_pending(&self) {
+        for (_, tx) in self.pending.borrow_mut().drain() {
+            let _ = tx.send(RpcResult::Err(RpcError {
+                code: RpcErrorCode::Draining,
+                message: "the tunnel closed".into(),
+            }));
+        }
+    }
+
+    fn handle(&self, ws: &WebSocket, frame: Frame) -> Result<()> {
+        match frame {
+            Frame::Ping { nonce } => {
+                self.touch();
+                send(ws, &Frame::Pong { nonce })
+            }
+            Frame::Pong { .. } => {
+                self.touch();
+                Ok(())
+            }
+            Frame::Response { id, result } => {
+                if let Some(tx) = self.pending.borrow_mut().take(id) {
+                    let _ = tx.send(result);
+                }
+                Ok(())
+            }
+            Frame::Ack { id } => {
+                if let Ok(store) = self.store() {
+                    let _ = store.ack(&id);
+                }
+                Ok(())
+            }
+            Frame::Request { id, method, .. } => {
+                let result = match method.as_str() {
+                    "edge.ping" => RpcResult::Ok(b"{}".to_vec()),
+                    _ => RpcResult::Err(RpcError {
+                        code: RpcErrorCode::NotFound,
+                        message: format!("the edge has no method {method}"),
+                    }),
+                };
+                send(ws, &Frame::Response { id, result })
+            }
+            Frame::Open { channel, .. } => send(
+                ws,
+                &Frame::Close {
+                    channel,
+                    error: Some("the edge opens no channels from hosts".into()),
+                },
+            ),
+            // The daemon's close that follows a drain carries the reason.
+            Frame::Drain { .. }
+            | Frame::Cancel { .. }
+            | Frame::Data { .. }
+            | Frame::Credit { .. }
+            | Frame::Close { .. }
+            | Frame::Command { .. } => Ok(()),
+        }
+    }
+}
+
+fn json_headers() -> Result<worker::Headers> {
+    let h = worker::Headers::new();
+    h.set("content-type", "application/json")?;
+    Ok(h)
+}
+
+impl DurableObject for HostObject {
+    fn new(state: State, _env: Env) -> Self {
+        let sql = DoSql::new(&state);
+        Self {
+            state,
+            sql,
+            opened: Cell::new(false),
+            pending: RefCell::new(Pending::new(MAX_PENDING_RPCS)),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let store = match self.open(&req) {
+            Ok(s) => s,
+            Err(e) => return error(500, "internal", e.to_string()),
+        };
+        let path = req.path();
+        match (req.method(), path.as_str()) {
+            (Method::Get, "/connect") => self.accept_tunnel(store).await,
+            (Method::Post, "/rpc") => match req.json::<RpcCall>().await {
+                Ok(call) => self.rpc(call).await,
+                Err(e) => error(400, "bad_request", e.to_string()),
+            },
+            (Method::Post, "/command") => {
+                let call = match req.json::<CommandCall>().await {
+                    Ok(c) => c,
+                    Err(e) => return error(400, "bad_request", e.to_string()),
+                };
+                let body = serde_json::to_vec(&call.body)?;
+                match store.enqueue(&call.id, &call.kind, &body, now_ms()) {
+                    Ok(c) => {
+                        if let Some(ws) = self.socket() {
+                            let _ = send(
+                                &ws,
+                                &Frame::Command {
+                                    id: c.id.clone(),
+                                    seq: c.seq as u64,
+                                    kind: c.kind,
+                                    body: c.body,
+                                },
+                            );
+                        }
+                        Ok(
+                            Response::from_json(&serde_json::json!({"id": c.id, "seq": c.seq}))?
+                                .with_status(202),
+                        )
+                    }
+                    Err(QueueError::Full) => error(429, "queue_full", QueueError::Full.to_string()),
+                    Err(QueueError::TooLarge) => {
+                        error(413, "payload_too_large", QueueError::TooLarge.to_string())
+                    }
+                    Err(e) => error(500, "internal", e.to_string()),
+                }
+            }
+            (Method::Get, "/status") => match store.status() {
+                Ok(s) => Response::from_json(&s),
+                Err(e) => error(500, "internal", e.to_string()),
+            },
+            (Method::Post, "/revoke") => {
+                if let Err(e) = store.revoke(now_ms()) {
+                    return error(500, "internal", e.to_string());
+                }
+                for ws in self.state.get_websockets() {
+                    let _ = ws.close(
+                        Some(CloseCode::Forbidden.code()),
+                        Some("this host was revoked"),
+                    );
+                }
+                self.fail_pending();
+                Ok(Response::empty()?.with_status(204))
+            }
+            _ => error(404, "not_found", "no such host route"),
+        }
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        let WebSocketIncomingMessage::Binary(bytes) = message else {
+            return ws.close(
+                Some(CloseCode::BadFrame.code()),
+                Some("the tunnel speaks binary frames"),
+            );
+        };
+        match tunnel::decode(&bytes) {
+            Ok(frame) => self.handle(&ws, frame),
+            Err(e) => ws.close(Some(CloseCode::BadFrame.code()), Some(e.to_string())),
+        }
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        reason: String,
+        _clean: bool,
+    ) -> Result<()> {
+        let _ = ws.close(Some(CloseCode::Normal.code()), Some("closed"));
+        let conn: Option<String> = ws.deserialize_attachment().ok().flatten();
+        let why = if reason.is_empty() {
+            format!("disconnected (code {code})")
+        } else {
+            format!("disconnected: {reason}")
+        };
+        if let (Some(conn), Ok(store)) = (conn, self.store())
+            && store.disconnected(&conn, &why, now_ms()).unwrap_or(false)
+        {
+            self.fail_pending();
+        }
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, error: worker::Error) -> Result<()> {
+        DurableObject::websocket_close(self, ws, 1011, error.to_string(), false).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let Some(ws) = self.socket() else {
+            return Response::empty();
+        };
+        let Ok(store) = self.store() else {
+            return Response::empty();
+        };
+        let now = now_ms();
+        let last_seen = store.last_seen_ms().ok().flatten().unwrap_or(0);
+        if now - last_seen >= DEAD_AFTER_MS {
+            let conn: Option<String> = ws.deserialize_attachment().ok().flatten();
+            let _ = ws.close(Some(CloseCode::Stale.code()), Some("no heartbeat"));
+            self.fail_pending();
+            if let Some(conn) = conn {
+                let _ = store.disconnected(&conn, "heartbeat timeout", now);
+            }
+            return Response::empty();
+        }
+        let _ = send(&ws, &Frame::Ping { nonce: now as u64 });
+        self.state.storage().set_alarm(PING_EVERY_MS).await?;
+        Response::empty()
+    }
+}
