@@ -3,13 +3,15 @@
 //! `STREAMS` namespace and `STREAM_RATE_LIMITER`.
 
 use serde::de::DeserializeOwned;
-use tether_durable::objects::CallError;
+use tether_durable::error::ErrorBody;
+use tether_durable::host::HostStatus;
+use tether_durable::objects::{CallError, HOST_HEADER, ORG_HEADER};
 use tether_durable::org::OrgCall;
 use tether_durable::sql::{SqlError, SqlValue};
-use tether_functions::backend::{Backend, Config, Db, OrgStore, RateLimiter};
+use tether_functions::backend::{Backend, Config, Db, HostRef, OrgStore, RateLimiter, Tunnels};
 use tether_functions::error::ApiError;
 use wasm_bindgen::JsValue;
-use worker::{D1Database, Env, ObjectNamespace};
+use worker::{D1Database, Env, ObjectNamespace, RequestInit};
 
 pub struct Edge {
     db: D1,
@@ -17,6 +19,7 @@ pub struct Edge {
     limiter: Limiter,
     stream_limiter: Limiter,
     streams: ObjectNamespace,
+    tunnels: HostTunnels,
     config: Config,
 }
 
@@ -61,6 +64,10 @@ impl Edge {
             streams: env
                 .durable_object("STREAMS")
                 .map_err(|_| misconfigured("the STREAMS binding is missing"))?,
+            tunnels: HostTunnels(
+                env.durable_object("HOSTS")
+                    .map_err(|_| misconfigured("the HOSTS binding is missing"))?,
+            ),
             config: Config {
                 jwt_secret: jwt_secret.into_bytes(),
                 bootstrap_token: text(env, "BOOTSTRAP_TOKEN").filter(|t| !t.is_empty()),
@@ -86,6 +93,10 @@ impl Backend for Edge {
     type Db = D1;
     type Orgs = Orgs;
     type Limiter = Limiter;
+    type Tunnels = HostTunnels;
+    fn tunnels(&self) -> &HostTunnels {
+        &self.tunnels
+    }
     fn db(&self) -> &D1 {
         &self.db
     }
@@ -163,6 +174,95 @@ impl OrgStore for Orgs {
                 CallError::Answered(status, body) => ApiError::from_parts(status, body),
                 CallError::Failed(e) => ApiError::internal(&e),
             })
+    }
+}
+
+/// The `HOSTS` namespace: one Host object per paired machine.
+pub struct HostTunnels(ObjectNamespace);
+
+impl HostTunnels {
+    /// A request to a host's object, naming the host and its org.
+    pub fn request(
+        &self,
+        host: &HostRef<'_>,
+        method: worker::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> worker::Result<(worker::Stub, worker::Request)> {
+        let headers = worker::Headers::new();
+        headers.set(HOST_HEADER, host.host_id)?;
+        headers.set(ORG_HEADER, host.org_id)?;
+        let mut init = RequestInit::new();
+        init.with_method(method).with_headers(headers);
+        if let Some(b) = body {
+            init.with_body(Some(JsValue::from_str(&b.to_string())));
+        }
+        let req = worker::Request::new_with_init(&format!("https://host.internal{path}"), &init)?;
+        let stub = self.0.id_from_name(host.host_id)?.get_stub()?;
+        Ok((stub, req))
+    }
+
+    async fn call(
+        &self,
+        host: &HostRef<'_>,
+        method: worker::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, Vec<u8>), ApiError> {
+        let internal = |e: worker::Error| ApiError::internal(&e);
+        let (stub, req) = self.request(host, method, path, body).map_err(internal)?;
+        let mut res = stub.fetch_with_request(req).await.map_err(internal)?;
+        let status = res.status_code();
+        let bytes = res.bytes().await.map_err(internal)?;
+        if status >= 400 {
+            let body: ErrorBody =
+                serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(&e))?;
+            return Err(ApiError::from_parts(status, body));
+        }
+        Ok((status, bytes))
+    }
+}
+
+impl Tunnels for HostTunnels {
+    async fn status(&self, host: &HostRef<'_>) -> Result<HostStatus, ApiError> {
+        let (_, bytes) = self
+            .call(host, worker::Method::Get, "/status", None)
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(&e))
+    }
+
+    async fn rpc(
+        &self,
+        host: &HostRef<'_>,
+        method: &str,
+        body: &serde_json::Value,
+        deadline_ms: u32,
+    ) -> Result<Vec<u8>, ApiError> {
+        let call = serde_json::json!({"method": method, "body": body, "deadline_ms": deadline_ms});
+        Ok(self
+            .call(host, worker::Method::Post, "/rpc", Some(&call))
+            .await?
+            .1)
+    }
+
+    async fn command(
+        &self,
+        host: &HostRef<'_>,
+        id: &str,
+        kind: &str,
+        body: &serde_json::Value,
+    ) -> Result<Vec<u8>, ApiError> {
+        let call = serde_json::json!({"id": id, "kind": kind, "body": body});
+        Ok(self
+            .call(host, worker::Method::Post, "/command", Some(&call))
+            .await?
+            .1)
+    }
+
+    async fn revoke(&self, host: &HostRef<'_>) -> Result<(), ApiError> {
+        self.call(host, worker::Method::Post, "/revoke", None)
+            .await
+            .map(drop)
     }
 }
 

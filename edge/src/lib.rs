@@ -10,7 +10,7 @@ mod bindings;
 use bindings::Edge;
 use tether_durable::objects::{ACTOR_HEADER, ORG_HEADER, PATH_HEADER};
 use tether_durable::stream::{COMMON_HEADERS, object_name};
-use tether_functions::backend::{Backend, RateLimiter};
+use tether_functions::backend::{Backend, HostRef, RateLimiter};
 use tether_functions::error::ApiError;
 use tether_functions::http::{self as h, MAX_BODY};
 use tether_functions::streams;
@@ -19,15 +19,23 @@ use worker::{
     event,
 };
 
-pub use tether_durable::objects::{OrgStore, StreamObject};
+pub use tether_durable::objects::{HostObject, OrgStore, StreamObject};
 
 /// How long revoked keys stay listed before the cron purges them.
 const REVOKED_KEY_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
 
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    if streams::is_stream_path(&req.path()) {
+    let path = req.path();
+    if streams::is_stream_path(&path) {
         return stream(req, &env).await;
+    }
+    if let Some(host_id) = path
+        .strip_prefix("/v1/hosts/")
+        .and_then(|rest| rest.strip_suffix("/tunnel"))
+    {
+        let host_id = host_id.to_owned();
+        return tunnel(req, &env, &host_id).await;
     }
     let http_req = match to_http(&mut req).await {
         Ok(r) => r,
@@ -49,10 +57,66 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         worker::console_error!("scheduled: the Worker is misconfigured");
         return;
     };
-    let cutoff = tether_durable::time::now_ms() - REVOKED_KEY_RETENTION_MS;
+    let now = tether_durable::time::now_ms();
+    let cutoff = now - REVOKED_KEY_RETENTION_MS;
     match tether_functions::directory::purge_revoked_keys(edge.db(), cutoff).await {
         Ok(n) => worker::console_log!("scheduled: purged {n} revoked keys"),
         Err(e) => worker::console_error!("scheduled: purging revoked keys failed: {e}"),
+    }
+    let hosts = tether_functions::directory::hosts::purge_expired(edge.db(), now).await;
+    let revoked = tether_functions::directory::hosts::purge_revoked_hosts(edge.db(), cutoff).await;
+    match (hosts, revoked) {
+        (Ok(codes), Ok(gone)) => {
+            worker::console_log!(
+                "scheduled: purged {codes} pairing codes/nonces, {gone} revoked hosts"
+            )
+        }
+        (Err(e), _) | (_, Err(e)) => worker::console_error!("scheduled: purging hosts failed: {e}"),
+    }
+}
+
+/// `GET /v1/hosts/{id}/tunnel` (WebSocket): a daemon with a host token for that host opens
+/// its tunnel, held by the host's object.
+async fn tunnel(mut req: Request, env: &Env, host_id: &str) -> Result<Response> {
+    let opened = async {
+        let http_req = to_http(&mut req).await?;
+        let edge = Edge::from_env(env)?;
+        let host = tether_functions::api::identify_host(&edge, &http_req).await?;
+        if host.host_id != host_id {
+            return Err(ApiError::forbidden("this token is for another host"));
+        }
+        let upgrade = req
+            .headers()
+            .get("upgrade")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if !upgrade.eq_ignore_ascii_case("websocket") {
+            return Err(ApiError::new(
+                http::StatusCode::UPGRADE_REQUIRED,
+                "upgrade_required",
+                "open the tunnel with a WebSocket upgrade",
+            ));
+        }
+        let target = HostRef {
+            host_id: &host.host_id,
+            org_id: &host.org_id,
+        };
+        let (stub, inner) = edge
+            .tunnels()
+            .request(&target, Method::Get, "/connect", None)
+            .and_then(|(stub, inner)| {
+                inner.headers().set("upgrade", "websocket")?;
+                Ok((stub, inner))
+            })
+            .map_err(|e| ApiError::internal(&e))?;
+        stub.fetch_with_request(inner)
+            .await
+            .map_err(|e| ApiError::internal(&e))
+    };
+    match opened.await {
+        Ok(res) => Ok(res),
+        Err(e) => from_http(h::error(&e)),
     }
 }
 

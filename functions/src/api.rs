@@ -2,10 +2,12 @@
 //! submodules (one per resource).
 
 mod auth_routes;
+mod hosts;
 mod keys;
 mod members;
 mod org_data;
 mod orgs;
+mod pairing;
 
 use crate::auth::{self, Credential, Principal};
 use crate::backend::{Backend, OrgStore, RateLimiter};
@@ -18,6 +20,7 @@ use tether_durable::org::{OrgCall, OrgOp};
 use tether_durable::time::now_ms;
 
 pub use auth_routes::{Me, Token};
+pub use hosts::identify_host;
 
 /// Serves one request. Never panics on input; every failure is a JSON error response.
 pub async fn handle(app: &impl Backend, req: Request, runtime: &str) -> Response {
@@ -60,6 +63,39 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
         ["v1", "auth", "token"] => {
             return if m == Method::POST {
                 auth_routes::token(app, req).await
+            } else {
+                method_not_allowed("POST")
+            };
+        }
+        // A machine pairing or connecting has no member credential.
+        ["v1", "pairing"] => {
+            return if m == Method::POST {
+                limit_anonymous(app, req).await?;
+                pairing::create(app, req).await
+            } else {
+                method_not_allowed("POST")
+            };
+        }
+        ["v1", "pairing", code] => {
+            return if m == Method::GET {
+                limit_anonymous(app, req).await?;
+                pairing::status(app, req, code).await
+            } else {
+                method_not_allowed("GET")
+            };
+        }
+        ["v1", "hosts", id, "nonce"] => {
+            return if m == Method::POST {
+                limit_anonymous(app, req).await?;
+                hosts::nonce(app, id).await
+            } else {
+                method_not_allowed("POST")
+            };
+        }
+        ["v1", "hosts", id, "token"] => {
+            return if m == Method::POST {
+                limit_anonymous(app, req).await?;
+                hosts::token(app, req, id).await
             } else {
                 method_not_allowed("POST")
             };
@@ -110,21 +146,32 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
         (["v1", "tasks", key], Method::PATCH) => org_data::update_task(app, p, key, req).await,
         (["v1", "tasks", key], Method::DELETE) => org_data::delete_task(app, p, key).await,
 
+        (["v1", "pairing", code, "approve"], Method::POST) => pairing::approve(app, p, code).await,
+        (["v1", "hosts"], Method::GET) => hosts::list(app, p).await,
+        (["v1", "hosts", id], Method::GET) => hosts::get(app, p, id).await,
+        (["v1", "hosts", id], Method::DELETE) => hosts::revoke(app, p, id).await,
+        (["v1", "hosts", id, "info"], Method::GET) => hosts::info(app, p, id).await,
+        (["v1", "hosts", id, "commands"], Method::POST) => hosts::command(app, p, id, req).await,
+
         (
             [
                 "v1",
-                "me" | "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks",
+                "me" | "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks"
+                | "hosts",
             ],
             _,
         )
         | (
             [
                 "v1",
-                "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks",
+                "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks" | "hosts",
                 _,
             ],
             _,
-        ) => method_not_allowed("a method this resource supports (see /v1/openapi.json)"),
+        )
+        | (["v1", "pairing", _, "approve"] | ["v1", "hosts", _, "info" | "commands"], _) => {
+            method_not_allowed("a method this resource supports (see /v1/openapi.json)")
+        }
         _ => Err(ApiError::new(
             http::StatusCode::NOT_FOUND,
             "not_found",
@@ -140,6 +187,22 @@ async fn authenticate(app: &impl Backend, req: &Request) -> Result<Principal, Ap
         return Err(ApiError::too_many_requests(60));
     }
     Ok(p)
+}
+
+/// The routes a machine calls without a credential are charged to the client's address
+/// (`CF-Connecting-IP`, which Cloudflare sets and clients cannot) in the same limiter as keys.
+/// Without that header (other runtimes, tests) nothing is charged.
+async fn limit_anonymous(app: &impl Backend, req: &Request) -> Result<(), ApiError> {
+    let ip = req
+        .headers()
+        .get("cf-connecting-ip")
+        .and_then(|v| v.to_str().ok());
+    match ip {
+        Some(ip) if !app.limiter().allow(&format!("ip:{ip}")).await => {
+            Err(ApiError::too_many_requests(60))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Resolves the caller from an API key or a token (no rate limit: callers with their own
@@ -198,7 +261,7 @@ fn own_org(p: &Principal, id: &str) -> Result<(), ApiError> {
 }
 
 mod doc {
-    use super::{auth_routes, keys, members, org_data, orgs};
+    use super::{auth_routes, hosts, keys, members, org_data, orgs, pairing};
     use crate::public;
     use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
     use utoipa::{Modify, OpenApi};
@@ -220,6 +283,15 @@ mod doc {
             c.add_security_scheme(
                 "api_key",
                 SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+            );
+            c.add_security_scheme(
+                "poll_token",
+                SecurityScheme::Http(
+                    Http::builder()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("poll_token from POST /v1/pairing")
+                        .build(),
+                ),
             );
             c.add_security_scheme(
                 "bootstrap",
@@ -251,6 +323,8 @@ mod doc {
             org_data::list_statuses, org_data::create_status, org_data::update_status, org_data::delete_status,
             org_data::list_tasks, org_data::create_task, org_data::get_task, org_data::update_task,
             org_data::delete_task,
+            pairing::create, pairing::status, pairing::approve,
+            hosts::list, hosts::get, hosts::info, hosts::command, hosts::revoke, hosts::nonce, hosts::token,
         ),
         modifiers(&Security),
     )]

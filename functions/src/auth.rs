@@ -1,11 +1,15 @@
 //! Credentials: API keys (`tk_...`, stored only as SHA-256) and the short-lived JWTs they are
-//! exchanged for.
+//! exchanged for; machines' credentials (pairing, signed nonces, host tokens) in [`host`].
+
+pub mod host;
 
 use crate::backend::Config;
 use crate::error::ApiError;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+pub use host::{HostPrincipal, verify_host_token};
 
 pub const KEY_PREFIX: &str = "tk_";
 pub const ISSUER: &str = "tether";

@@ -1,5 +1,5 @@
 //! What the handlers need from the runtime, as traits: the directory database (D1), the org
-//! Durable Objects, a rate limiter and configuration. The Worker, the Spin component and the
+//! Durable Objects, the host tunnels, a rate limiter and configuration. The Worker, the Spin component and the
 //! in-memory test backend each implement them.
 //!
 //! The traits use `async fn` without `Send` bounds on purpose: Wasm runtimes run a request on
@@ -8,6 +8,7 @@
 
 use crate::error::ApiError;
 use serde::de::DeserializeOwned;
+use tether_durable::host::HostStatus;
 use tether_durable::org::OrgCall;
 use tether_durable::sql::{SqlError, SqlValue};
 
@@ -46,6 +47,39 @@ pub trait OrgStore {
     async fn call(&self, call: &OrgCall) -> Result<Vec<u8>, ApiError>;
 }
 
+/// The host tunnels: one Host Durable Object per paired machine.
+pub trait Tunnels {
+    /// Whether the host's tunnel is up, and if not why.
+    async fn status(&self, host: &HostRef<'_>) -> Result<HostStatus, ApiError>;
+    /// A request answered by the host's daemon through its tunnel (JSON in, JSON bytes out):
+    /// 503 with the reason when it is offline, 504 past `deadline_ms`.
+    async fn rpc(
+        &self,
+        host: &HostRef<'_>,
+        method: &str,
+        body: &serde_json::Value,
+        deadline_ms: u32,
+    ) -> Result<Vec<u8>, ApiError>;
+    /// Queues a command for the host (delivered in order, once acked it is gone); answers the
+    /// object's JSON `{id, seq}`.
+    async fn command(
+        &self,
+        host: &HostRef<'_>,
+        id: &str,
+        kind: &str,
+        body: &serde_json::Value,
+    ) -> Result<Vec<u8>, ApiError>;
+    /// Closes the tunnel for good (the daemon stops retrying) and drops queued commands.
+    async fn revoke(&self, host: &HostRef<'_>) -> Result<(), ApiError>;
+}
+
+/// Which host a tunnel call is for.
+#[derive(Debug, Clone, Copy)]
+pub struct HostRef<'a> {
+    pub host_id: &'a str,
+    pub org_id: &'a str,
+}
+
 /// Per-caller request limits.
 pub trait RateLimiter {
     /// False when `key` has used up its budget for the current window.
@@ -81,8 +115,10 @@ pub trait Backend {
     type Db: Db;
     type Orgs: OrgStore;
     type Limiter: RateLimiter;
+    type Tunnels: Tunnels;
     fn db(&self) -> &Self::Db;
     fn orgs(&self) -> &Self::Orgs;
     fn limiter(&self) -> &Self::Limiter;
+    fn tunnels(&self) -> &Self::Tunnels;
     fn config(&self) -> &Config;
 }

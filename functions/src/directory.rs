@@ -1,5 +1,8 @@
-//! The directory in D1: users, orgs, members and API key hashes. Every query that reads org
-//! rows names the caller's org, so another org's rows cannot come back.
+//! The directory in D1: users, orgs, members and API key hashes; the host registry, pairing
+//! and connect nonces in [`hosts`]. Every query that reads org rows names the caller's org, so
+//! another org's rows cannot come back.
+
+pub mod hosts;
 
 use crate::auth::{self, Role};
 use crate::backend::Db;

@@ -4,8 +4,8 @@
 //! - [`api::handle`] serves a request given a [`backend::Backend`]: the directory database,
 //!   the org Durable Objects and a rate limiter, all behind traits.
 //! - [`public::handle`] serves the credential-free routes; the Spin component uses only this.
-//! - [`directory`] is the D1 SQL (users, orgs, members, API keys); org data is handled by
-//!   `tether_durable::org` inside each org's Durable Object.
+//! - [`directory`] is the D1 SQL (users, orgs, members, API keys; hosts, pairing and connect
+//!   nonces); org data is handled by `tether_durable::org` inside each org's Durable Object.
 //! - [`http`] and [`error`] hold the body/query decoding and the one JSON error shape.
 
 pub mod api;
@@ -18,7 +18,13 @@ pub mod public;
 pub mod streams;
 
 /// The D1 migrations, in order, for backends that apply them themselves (tests).
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_directory.sql",
-    include_str!("../migrations/0001_directory.sql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_directory.sql",
+        include_str!("../migrations/0001_directory.sql"),
+    ),
+    (
+        "0002_hosts.sql",
+        include_str!("../migrations/0002_hosts.sql"),
+    ),
+];

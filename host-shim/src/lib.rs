@@ -1,6 +1,32 @@
-//! `tether`: the host daemon's library. The `tether` binary (src/main.rs) is the CLI on top.
+//! `tether`: the host daemon's library. The `tether` binary (src/main.rs and src/cli/) is the
+//! command line on top; everything it does that is not printing lives here.
 //!
+//! - [`paths`]: where the files live (XDG folders, `TETHER_CONFIG_DIR`/`TETHER_STATE_DIR`).
+//! - [`config`]: `config.toml`, the CLI's login (server URL and API key).
+//! - [`identity`]: the host's Ed25519 key (`host.key`, 0600), its fingerprint and signatures.
+//! - [`state`]: the local libsql database (migrations, pairing, commands seen).
+//! - [`api`]: the edge's REST calls the CLI makes; [`pairing`]: the host's side of pairing.
+//! - [`doctor`]: the machine checks (git, agent CLIs, server, clock, identity).
+//! - [`daemon`]: `tether up`; [`tunnel`]: its connection to the edge (host token, WebSocket,
+//!   heartbeats, RPCs, commands handled once, reconnects); [`service`]: its systemd user unit.
 //! - [`streams`]: the Durable Streams client the daemon publishes terminal output with: a
 //!   plain [`streams::StreamClient`] and a batching, exactly-once [`streams::IdempotentProducer`].
+//!
+//! Secret files (the key, the config) are written through one helper that creates them 0600
+//! and renames them into place, so they are never readable by others, even for a moment.
 
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod doctor;
+mod error;
+mod files;
+pub mod identity;
+pub mod pairing;
+pub mod paths;
+pub mod service;
+pub mod state;
 pub mod streams;
+pub mod tunnel;
+
+pub use error::Error;

@@ -1,75 +1,34 @@
-//! `tether`: the host daemon and CLI.
-//!
-//! Today it checks that an edge answers (`tether ping`); pairing, the tunnel daemon and the
-//! agent sessions arrive with the machines and sessions work (see the open issues).
+//! `tether`: the host daemon and CLI. The commands are in `cli/`; what they do beyond printing
+//! lives in the library (`tether::...`).
 
-use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
-use serde::Deserialize;
+mod cli;
 
-#[derive(Parser)]
-#[command(
-    name = "tether",
-    version,
-    about = "Run coding agents on this machine from anywhere."
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Check that a Tether edge answers: its health and version.
-    Ping {
-        /// The edge's base URL, e.g. http://127.0.0.1:8787.
-        #[arg(long, env = "TETHER_URL")]
-        server: String,
-    },
-}
-
-#[derive(Deserialize)]
-struct Version {
-    version: String,
-    runtime: String,
-}
+use clap::Parser;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    // The daemon reports what it does; one-shot commands only what went wrong. RUST_LOG wins.
+    let default_filter = match args.command {
+        cli::Command::Up => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
+        )
         .with_writer(std::io::stderr)
+        // Colours for people; none for journald and pipes.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match Cli::parse().command {
-        Command::Ping { server } => ping(server.trim_end_matches('/')).await,
+    match cli::run(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            cli::exit_code_for(&e)
+        }
     }
-}
-
-async fn ping(server: &str) -> Result<()> {
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()?;
-    let started = std::time::Instant::now();
-    let health = http
-        .get(format!("{server}/health"))
-        .send()
-        .await
-        .with_context(|| format!("reaching {server}"))?;
-    if !health.status().is_success() {
-        bail!("{server}/health answered {}", health.status());
-    }
-    let v: Version = http
-        .get(format!("{server}/version"))
-        .send()
-        .await?
-        .json()
-        .await
-        .context("reading /version")?;
-    println!(
-        "{server}: tether {} on {}, {} ms",
-        v.version,
-        v.runtime,
-        started.elapsed().as_millis()
-    );
-    Ok(())
 }

@@ -1,11 +1,12 @@
 //! Handler tests in memory: the real router, directory SQL and org store, on in-memory SQLite.
 
 use super::handle;
-use crate::backend::{Backend, Config, Db, OrgStore, RateLimiter};
+use crate::backend::{Backend, Config, Db, HostRef, OrgStore, RateLimiter, Tunnels};
 use crate::error::ApiError;
 use serde_json::{Value, json};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use tether_durable::host::HostStatus;
 use tether_durable::org::OrgCall;
 use tether_durable::org::store::Store;
 use tether_durable::sql::{NativeSql, Sql, SqlError, SqlValue};
@@ -60,10 +61,54 @@ impl RateLimiter for Limiter {
     }
 }
 
+/// Host tunnels without hosts: every host is offline (never connected) unless revoked, and
+/// records what it was asked.
+#[derive(Default)]
+struct TestTunnels {
+    revoked: RefCell<Vec<(String, String)>>,
+    commands: RefCell<Vec<(String, String)>>,
+}
+
+impl Tunnels for TestTunnels {
+    async fn status(&self, host: &HostRef<'_>) -> Result<HostStatus, ApiError> {
+        let revoked = self.revoked.borrow().iter().any(|(h, _)| h == host.host_id);
+        Ok(crate::directory::hosts::directory_status(revoked))
+    }
+
+    async fn rpc(&self, _: &HostRef<'_>, _: &str, _: &Value, _: u32) -> Result<Vec<u8>, ApiError> {
+        Err(ApiError::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "host_offline",
+            "the host is offline: never connected",
+        ))
+    }
+
+    async fn command(
+        &self,
+        host: &HostRef<'_>,
+        id: &str,
+        kind: &str,
+        _: &Value,
+    ) -> Result<Vec<u8>, ApiError> {
+        self.commands
+            .borrow_mut()
+            .push((host.host_id.into(), kind.into()));
+        Ok(serde_json::to_vec(&json!({"id": id, "seq": self.commands.borrow().len()})).unwrap())
+    }
+
+    async fn revoke(&self, host: &HostRef<'_>) -> Result<(), ApiError> {
+        self.revoked
+            .borrow_mut()
+            .push((host.host_id.into(), host.org_id.into()));
+        Ok(())
+    }
+}
+
 struct App {
     db: TestDb,
     orgs: TestOrgs,
     limiter: Limiter,
+    tunnels: TestTunnels,
     config: Config,
 }
 
@@ -71,6 +116,10 @@ impl Backend for App {
     type Db = TestDb;
     type Orgs = TestOrgs;
     type Limiter = Limiter;
+    type Tunnels = TestTunnels;
+    fn tunnels(&self) -> &TestTunnels {
+        &self.tunnels
+    }
     fn db(&self) -> &TestDb {
         &self.db
     }
@@ -95,6 +144,7 @@ fn app() -> App {
     App {
         db: TestDb(db),
         orgs: TestOrgs::default(),
+        tunnels: TestTunnels::default(),
         limiter: Limiter {
             budget: 1000,
             used: RefCell::default(),
@@ -578,9 +628,1041 @@ fn the_openapi_document_is_3_1_and_covers_the_routes() {
         "/v1/auth/token",
         "/v1/members/{id}",
         "/v1/task-statuses/{id}",
+        "/v1/pairing",
+        "/v1/pairing/{code}",
+        "/v1/pairing/{code}/approve",
+        "/v1/hosts",
+        "/v1/hosts/{id}",
+        "/v1/hosts/{id}/nonce",
+        "/v1/hosts/{id}/token",
     ] {
         assert!(doc["paths"][p].is_object(), "{p}");
     }
+    assert!(doc["components"]["schemas"]["HostStatus"]["properties"]["online"].is_object());
+    assert_eq!(
+        doc["components"]["schemas"]["PairingStatus"]["oneOf"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    assert!(doc["components"]["securitySchemes"]["poll_token"].is_object());
     assert!(doc["components"]["schemas"]["Task"].is_object());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+// ---- machines: pairing, connect, hosts ----
+
+use crate::auth::host::signed_message;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ed25519_dalek::{Signer, SigningKey};
+
+fn machine(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn public_key(m: &SigningKey) -> String {
+    B64.encode(m.verifying_key().as_bytes())
+}
+
+fn pairing_body(m: &SigningKey) -> Value {
+    json!({
+        "public_key": public_key(m),
+        "name": "devbox",
+        "os": "linux",
+        "arch": "x86_64",
+        "agents": [{"name": "claude", "version": "2.0.1"}, {"name": "codex", "version": "0.40.0"}],
+    })
+}
+
+/// Runs SQL straight on the directory, to move time for rows (expiry) or fill tables (caps).
+fn sql(app: &App, script: &str) {
+    app.db.0.execute_script(script).unwrap();
+}
+
+fn count_rows(app: &App, query: &str) -> i64 {
+    #[derive(serde::Deserialize)]
+    struct N {
+        n: i64,
+    }
+    app.db.0.query_one::<N>(query, &[]).unwrap().unwrap().n
+}
+
+/// A request with any headers, answered as the raw response.
+fn raw(
+    app: &App,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> crate::http::Response {
+    let mut b = http::Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let body = body.map(|v| v.to_string().into_bytes()).unwrap_or_default();
+    futures_lite_block_on(handle(app, b.body(body).unwrap(), "test"))
+}
+
+/// Asks for a pairing code; answers (code as shown, poll token).
+fn start_pairing(app: &App, m: &SigningKey) -> (String, String) {
+    let (s, v) = call(app, "POST", "/v1/pairing", None, Some(pairing_body(m)));
+    assert_eq!(s, 201, "{v}");
+    (
+        v["code"].as_str().unwrap().to_owned(),
+        v["poll_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Pairs a machine into the org of `key`; answers the host id.
+fn pair(app: &App, key: &str, m: &SigningKey) -> String {
+    let (code, _) = start_pairing(app, m);
+    let (s, h) = call(
+        app,
+        "POST",
+        &format!("/v1/pairing/{code}/approve"),
+        Some(key),
+        None,
+    );
+    assert_eq!(s, 201, "{h}");
+    h["id"].as_str().unwrap().to_owned()
+}
+
+fn nonce(app: &App, host: &str) -> String {
+    let (s, n) = call(app, "POST", &format!("/v1/hosts/{host}/nonce"), None, None);
+    assert_eq!(s, 201, "{n}");
+    n["nonce"].as_str().unwrap().to_owned()
+}
+
+fn sign(m: &SigningKey, host: &str, nonce: &str) -> String {
+    B64.encode(m.sign(&signed_message(host, nonce)).to_bytes())
+}
+
+fn redeem(app: &App, host: &str, nonce: &str, signature: &str) -> (u16, Value) {
+    call(
+        app,
+        "POST",
+        &format!("/v1/hosts/{host}/token"),
+        None,
+        Some(json!({"nonce": nonce, "signature": signature})),
+    )
+}
+
+/// A fresh nonce, signed and redeemed: the host token.
+fn connect(app: &App, m: &SigningKey, host: &str) -> String {
+    let n = nonce(app, host);
+    let (s, t) = redeem(app, host, &n, &sign(m, host, &n));
+    assert_eq!(s, 200, "{t}");
+    t["token"].as_str().unwrap().to_owned()
+}
+
+fn identify_host(app: &App, token: &str) -> Result<crate::auth::HostPrincipal, ApiError> {
+    let req = http::Request::builder()
+        .uri("/v1/tunnel")
+        .header("authorization", format!("Bearer {token}"))
+        .body(vec![])
+        .unwrap();
+    futures_lite_block_on(super::identify_host(app, &req))
+}
+
+/// A second member of the org of `key`, with `role`; answers their key.
+fn add_member(app: &App, key: &str, email: &str, role: &str) -> String {
+    let (s, m) = call(
+        app,
+        "POST",
+        "/v1/members",
+        Some(key),
+        Some(json!({"email": email, "name": "M", "role": role})),
+    );
+    assert_eq!(s, 201, "{m}");
+    m["api_key"]["secret"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn machines_pair_then_connect_with_a_signed_nonce() {
+    let app = app();
+    let owner_key = owner(&app);
+    let member = add_member(&app, &owner_key, "bo@x.io", "member");
+    let m = machine(1);
+
+    let (code, poll) = start_pairing(&app, &m);
+    assert_eq!(code.len(), 9);
+    assert_eq!(code.as_bytes()[4], b'-');
+    let poll_path = format!("/v1/pairing/{code}");
+    let (s, st) = call(&app, "GET", &poll_path, Some(&poll), None);
+    assert_eq!((s, st), (200, json!({"status": "pending"})));
+
+    // Any member approves, typing the code loosely.
+    let typed = code.replace('-', "").to_lowercase();
+    let (s, host) = call(
+        &app,
+        "POST",
+        &format!("/v1/pairing/{typed}/approve"),
+        Some(&member),
+        None,
+    );
+    assert_eq!(s, 201, "{host}");
+    let host_id = host["id"].as_str().unwrap().to_owned();
+    assert!(host_id.starts_with("hst_"));
+    assert_eq!(host["name"], "devbox");
+    assert_eq!(host["os"], "linux");
+    assert_eq!(host["arch"], "x86_64");
+    assert_eq!(host["public_key"], public_key(&m));
+    assert_eq!(
+        host["agents"][1],
+        json!({"name": "codex", "version": "0.40.0"})
+    );
+    assert_eq!(host["online"], false);
+    assert_eq!(host["reason"], "never connected");
+    assert_eq!(host["last_seen_at"], Value::Null);
+    assert_eq!(host["queued_commands"], 0);
+    assert_eq!(host["revoked_at"], Value::Null);
+    let (_, me) = call(&app, "GET", "/v1/me", Some(&member), None);
+    assert_eq!(host["created_by"], me["member_id"]);
+    let org_id = me["org"]["id"].as_str().unwrap();
+    assert_eq!(host["org_id"], org_id);
+
+    // The daemon's poll learns its host id.
+    let (s, st) = call(&app, "GET", &poll_path, Some(&poll), None);
+    assert_eq!(s, 200);
+    assert_eq!(
+        st,
+        json!({"status": "approved", "host_id": host_id, "org_id": org_id})
+    );
+
+    // Nonce, signature, token.
+    let (s, n) = call(
+        &app,
+        "POST",
+        &format!("/v1/hosts/{host_id}/nonce"),
+        None,
+        None,
+    );
+    assert_eq!(s, 201, "{n}");
+    assert!(n["expires_at"].is_string());
+    let nonce = n["nonce"].as_str().unwrap();
+    assert_eq!(B64.decode(nonce).unwrap().len(), 32);
+    let (s, t) = redeem(&app, &host_id, nonce, &sign(&m, &host_id, nonce));
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["expires_in"], 900);
+    let token = t["token"].as_str().unwrap();
+    let hp = crate::auth::verify_host_token(&app.config, token).unwrap();
+    assert_eq!(
+        (hp.host_id.as_str(), hp.org_id.as_str()),
+        (host_id.as_str(), org_id)
+    );
+    assert_eq!(identify_host(&app, token).unwrap(), hp);
+
+    // Members see it.
+    let (s, list) = call(&app, "GET", "/v1/hosts", Some(&member), None);
+    assert_eq!(s, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0], host);
+    let (s, got) = call(
+        &app,
+        "GET",
+        &format!("/v1/hosts/{host_id}"),
+        Some(&owner_key),
+        None,
+    );
+    assert_eq!((s, &got), (200, &host));
+}
+
+#[test]
+fn pairing_codes_are_typed_loosely_but_checked() {
+    let app = app();
+    let key = owner(&app);
+    let (code, poll) = start_pairing(&app, &machine(1));
+    let lower = code.to_lowercase();
+    assert_eq!(
+        call(
+            &app,
+            "GET",
+            &format!("/v1/pairing/{lower}"),
+            Some(&poll),
+            None
+        )
+        .0,
+        200
+    );
+    // Not a code at all: 400, and not counted as a guess.
+    for bad in ["ABCD-EFG0", "ABCD", "ABCDEFGHJK", "OOOO-OOOO"] {
+        let (s, v) = call(
+            &app,
+            "POST",
+            &format!("/v1/pairing/{bad}/approve"),
+            Some(&key),
+            None,
+        );
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some("invalid_code")),
+            "{bad}"
+        );
+        assert_eq!(
+            call(
+                &app,
+                "GET",
+                &format!("/v1/pairing/{bad}"),
+                Some(&poll),
+                None
+            )
+            .0,
+            400
+        );
+    }
+    assert_eq!(
+        count_rows(&app, "SELECT count(*) AS n FROM pairing_attempts"),
+        0
+    );
+    // The poll needs the token: without one 401; a wrong one, like an unknown code, 404.
+    let path = format!("/v1/pairing/{code}");
+    assert_eq!(call(&app, "GET", &path, None, None).0, 401);
+    let (s, wrong) = call(&app, "GET", &path, Some("not-the-token"), None);
+    let (_, unknown) = call(&app, "GET", "/v1/pairing/ZZZZ-ZZZZ", Some(&poll), None);
+    assert_eq!(s, 404);
+    assert_eq!(
+        wrong, unknown,
+        "a wrong token and an unknown code look the same"
+    );
+    // The token is stored only as a hash.
+    assert_eq!(
+        count_rows(
+            &app,
+            &format!("SELECT count(*) AS n FROM pairing_codes WHERE poll_hash = '{poll}'")
+        ),
+        0
+    );
+    // Wrong methods.
+    assert_eq!(call(&app, "GET", "/v1/pairing", None, None).0, 405);
+    assert_eq!(call(&app, "DELETE", &path, None, None).0, 405);
+    assert_eq!(
+        call(&app, "GET", &format!("{path}/approve"), Some(&key), None).0,
+        405
+    );
+}
+
+#[test]
+fn pairing_codes_expire_and_work_once() {
+    let app = app();
+    let key = owner(&app);
+    // Used once, then gone.
+    let (code, poll) = start_pairing(&app, &machine(1));
+    let approve = format!("/v1/pairing/{code}/approve");
+    assert_eq!(call(&app, "POST", &approve, Some(&key), None).0, 201);
+    assert_eq!(call(&app, "POST", &approve, Some(&key), None).0, 404);
+    assert_eq!(count_rows(&app, "SELECT count(*) AS n FROM hosts"), 1);
+    // The approved code stays pollable after its original expiry (approval extends it).
+    sql(
+        &app,
+        "UPDATE pairing_codes SET created_at = created_at - 600000",
+    );
+    let (s, st) = call(
+        &app,
+        "GET",
+        &format!("/v1/pairing/{code}"),
+        Some(&poll),
+        None,
+    );
+    assert_eq!((s, st["status"].as_str()), (200, Some("approved")));
+
+    // Expired before approval: poll and approve both 404.
+    let (code, poll) = start_pairing(&app, &machine(2));
+    sql(
+        &app,
+        "UPDATE pairing_codes SET expires_at = expires_at - 600001 WHERE host_id IS NULL",
+    );
+    assert_eq!(
+        call(
+            &app,
+            "GET",
+            &format!("/v1/pairing/{code}"),
+            Some(&poll),
+            None
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        call(
+            &app,
+            "POST",
+            &format!("/v1/pairing/{code}/approve"),
+            Some(&key),
+            None
+        )
+        .0,
+        404
+    );
+    // Expired codes are purged by the next request for one.
+    start_pairing(&app, &machine(3));
+    assert_eq!(
+        count_rows(&app, "SELECT count(*) AS n FROM pairing_codes"),
+        2
+    );
+}
+
+#[test]
+fn a_key_pairs_one_live_host_at_a_time() {
+    let app = app();
+    let key = owner(&app);
+    let m = machine(1);
+    // Two codes for one key: the first approval wins, the second conflicts.
+    let (first, _) = start_pairing(&app, &m);
+    let (second, _) = start_pairing(&app, &m);
+    let host = {
+        let (s, h) = call(
+            &app,
+            "POST",
+            &format!("/v1/pairing/{first}/approve"),
+            Some(&key),
+            None,
+        );
+        assert_eq!(s, 201);
+        h["id"].as_str().unwrap().to_owned()
+    };
+    let (s, v) = call(
+        &app,
+        "POST",
+        &format!("/v1/pairing/{second}/approve"),
+        Some(&key),
+        None,
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("host_key_registered"))
+    );
+    // A registered key cannot even ask for a code ...
+    let (s, v) = call(&app, "POST", "/v1/pairing", None, Some(pairing_body(&m)));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("host_key_registered"))
+    );
+    // ... until its host is revoked.
+    assert_eq!(
+        call(
+            &app,
+            "DELETE",
+            &format!("/v1/hosts/{host}"),
+            Some(&key),
+            None
+        )
+        .0,
+        204
+    );
+    let again = pair(&app, &key, &m);
+    assert_ne!(again, host);
+}
+
+#[test]
+fn guessing_pairing_codes_is_rate_limited_per_key() {
+    let app = app();
+    let key = owner(&app);
+    let other = add_member(&app, &key, "bo@x.io", "member");
+    let (code, _) = start_pairing(&app, &machine(1));
+    for i in 0..10 {
+        let (s, _) = call(
+            &app,
+            "POST",
+            "/v1/pairing/ZZZZ-ZZZZ/approve",
+            Some(&key),
+            None,
+        );
+        assert_eq!(s, 404, "guess {i}");
+    }
+    let res = raw(
+        &app,
+        "POST",
+        "/v1/pairing/ZZZZ-ZZZZ/approve",
+        &[("x-api-key", &key)],
+        None,
+    );
+    assert_eq!(res.status().as_u16(), 429);
+    let wait: u32 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=600).contains(&wait), "{wait}");
+    // Even the right code waits: the limit is on the key, not on wrong answers only.
+    let approve = format!("/v1/pairing/{code}/approve");
+    assert_eq!(call(&app, "POST", &approve, Some(&key), None).0, 429);
+    // Tokens minted from the key share its budget.
+    let (_, t) = call(&app, "POST", "/v1/auth/token", Some(&key), None);
+    assert_eq!(
+        call(
+            &app,
+            "POST",
+            &approve,
+            Some(t["token"].as_str().unwrap()),
+            None
+        )
+        .0,
+        429
+    );
+    // Another key is not affected.
+    assert_eq!(call(&app, "POST", &approve, Some(&other), None).0, 201);
+    // Once the window has passed, the key may try again.
+    sql(&app, "UPDATE pairing_attempts SET at = at - 600000");
+    assert_eq!(
+        call(&app, "POST", &approve, Some(&key), None).0,
+        404,
+        "used by now"
+    );
+}
+
+#[test]
+fn nonces_are_single_use_short_lived_and_bound_to_the_host() {
+    let app = app();
+    let key = owner(&app);
+    let (a, b) = (machine(1), machine(2));
+    let host_a = pair(&app, &key, &a);
+    let host_b = pair(&app, &key, &b);
+
+    // Replay: the same nonce and signature work once.
+    let n = nonce(&app, &host_a);
+    let sig = sign(&a, &host_a, &n);
+    assert_eq!(redeem(&app, &host_a, &n, &sig).0, 200);
+    let (s, v) = redeem(&app, &host_a, &n, &sig);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("invalid_nonce"))
+    );
+
+    // Wrong key, or a signature made for another host or nonce: 401, and the nonce survives.
+    let n = nonce(&app, &host_a);
+    for bad in [
+        sign(&b, &host_a, &n),
+        sign(&a, &host_b, &n),
+        sign(&a, &host_a, "other"),
+    ] {
+        let (s, v) = redeem(&app, &host_a, &n, &bad);
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (401, Some("invalid_signature"))
+        );
+    }
+    assert_eq!(redeem(&app, &host_a, &n, &sign(&a, &host_a, &n)).0, 200);
+
+    // A nonce issued to one host does not serve another.
+    let n = nonce(&app, &host_a);
+    let (s, v) = redeem(&app, &host_b, &n, &sign(&b, &host_b, &n));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("invalid_nonce"))
+    );
+
+    // Expired.
+    let n = nonce(&app, &host_a);
+    sql(
+        &app,
+        "UPDATE host_nonces SET expires_at = expires_at - 60001",
+    );
+    assert_eq!(redeem(&app, &host_a, &n, &sign(&a, &host_a, &n)).0, 401);
+
+    // Never issued.
+    let made_up = B64.encode([3u8; 32]);
+    assert_eq!(
+        redeem(&app, &host_a, &made_up, &sign(&a, &host_a, &made_up)).0,
+        401
+    );
+
+    // Malformed input is a 4xx of its own.
+    let n = nonce(&app, &host_a);
+    assert_eq!(redeem(&app, &host_a, &n, "c2ln").0, 422);
+    assert_eq!(
+        redeem(&app, &host_a, "short", &sign(&a, &host_a, "short")).0,
+        422
+    );
+    let (s, _) = call(
+        &app,
+        "POST",
+        &format!("/v1/hosts/{host_a}/token"),
+        None,
+        Some(json!({"nonce": n, "signature": sign(&a, &host_a, &n), "extra": 1})),
+    );
+    assert_eq!(s, 422);
+    assert_eq!(
+        call(&app, "POST", "/v1/hosts/hst_nope/nonce", None, None).0,
+        400
+    );
+    assert_eq!(
+        redeem(&app, "hst_nope", &n, &sign(&a, "hst_nope", &n)).0,
+        400
+    );
+    let unknown = tether_durable::ids::new("hst");
+    assert_eq!(
+        call(
+            &app,
+            "POST",
+            &format!("/v1/hosts/{unknown}/nonce"),
+            None,
+            None
+        )
+        .0,
+        404
+    );
+    assert_eq!(redeem(&app, &unknown, &n, &sign(&a, &unknown, &n)).0, 401);
+    assert_eq!(
+        call(
+            &app,
+            "GET",
+            &format!("/v1/hosts/{host_a}/nonce"),
+            None,
+            None
+        )
+        .0,
+        405
+    );
+}
+
+#[test]
+fn outstanding_nonces_are_capped_per_host_oldest_first() {
+    let app = app();
+    let key = owner(&app);
+    let m = machine(1);
+    let host = pair(&app, &key, &m);
+    let nonces: Vec<String> = (0..25).map(|_| nonce(&app, &host)).collect();
+    let kept = count_rows(&app, "SELECT count(*) AS n FROM host_nonces");
+    assert_eq!(kept, crate::directory::hosts::MAX_NONCES_PER_HOST);
+    // The oldest were evicted; the newest still work.
+    let first = &nonces[0];
+    assert_eq!(redeem(&app, &host, first, &sign(&m, &host, first)).0, 401);
+    let last = &nonces[24];
+    assert_eq!(redeem(&app, &host, last, &sign(&m, &host, last)).0, 200);
+    // Used nonces make room too.
+    nonce(&app, &host);
+    assert_eq!(
+        count_rows(&app, "SELECT count(*) AS n FROM host_nonces"),
+        20
+    );
+    assert_eq!(
+        count_rows(
+            &app,
+            "SELECT count(*) AS n FROM host_nonces WHERE used_at IS NOT NULL"
+        ),
+        0
+    );
+}
+
+#[test]
+fn revoked_hosts_cannot_connect() {
+    let app = app();
+    let key = owner(&app);
+    let member = add_member(&app, &key, "bo@x.io", "member");
+    let m = machine(1);
+    let host = pair(&app, &key, &m);
+    let token = connect(&app, &m, &host);
+    let pending = nonce(&app, &host);
+    let path = format!("/v1/hosts/{host}");
+
+    // Members may not revoke; admins may, and the host's tunnel is closed.
+    assert_eq!(call(&app, "DELETE", &path, Some(&member), None).0, 403);
+    assert!(app.tunnels.revoked.borrow().is_empty());
+    let res = raw(&app, "DELETE", &path, &[("x-api-key", &key)], None);
+    assert_eq!(res.status().as_u16(), 204);
+    let (_, me) = call(&app, "GET", "/v1/me", Some(&key), None);
+    let org = me["org"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(*app.tunnels.revoked.borrow(), vec![(host.clone(), org)]);
+    // A revoked host takes no commands and answers nothing.
+    let (s, _) = call(
+        &app,
+        "POST",
+        &format!("{path}/commands"),
+        Some(&key),
+        Some(json!({"kind": "host.ping"})),
+    );
+    assert_eq!(s, 410);
+
+    // No token for a nonce issued before, no new nonce, and the old token no longer connects.
+    assert_eq!(
+        redeem(&app, &host, &pending, &sign(&m, &host, &pending)).0,
+        401
+    );
+    assert_eq!(
+        call(&app, "POST", &format!("{path}/nonce"), None, None).0,
+        404
+    );
+    let e = identify_host(&app, &token).unwrap_err();
+    assert_eq!(
+        (e.status.as_u16(), e.body.error.code.as_str()),
+        (401, "host_revoked")
+    );
+
+    // Still listed, as revoked; revoking again changes nothing.
+    let (_, h) = call(&app, "GET", &path, Some(&member), None);
+    assert!(h["revoked_at"].is_string());
+    assert_eq!(h["reason"], "revoked");
+    assert_eq!(call(&app, "DELETE", &path, Some(&key), None).0, 204);
+    let (_, again) = call(&app, "GET", &path, Some(&member), None);
+    assert_eq!(again["revoked_at"], h["revoked_at"]);
+}
+
+#[test]
+fn host_and_member_tokens_do_not_cross() {
+    let app = app();
+    let key = owner(&app);
+    let m = machine(1);
+    let host = pair(&app, &key, &m);
+    let host_token = connect(&app, &m, &host);
+    for (method, path) in [
+        ("GET", "/v1/me"),
+        ("GET", "/v1/hosts"),
+        ("DELETE", &*format!("/v1/hosts/{host}")),
+    ] {
+        assert_eq!(
+            call(&app, method, path, Some(&host_token), None).0,
+            401,
+            "{path}"
+        );
+    }
+    let (_, t) = call(&app, "POST", "/v1/auth/token", Some(&key), None);
+    let member_token = t["token"].as_str().unwrap();
+    assert_eq!(
+        crate::auth::verify_host_token(&app.config, member_token)
+            .unwrap_err()
+            .status
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        identify_host(&app, member_token)
+            .unwrap_err()
+            .status
+            .as_u16(),
+        401
+    );
+    assert_eq!(identify_host(&app, &key).unwrap_err().status.as_u16(), 401);
+}
+
+#[test]
+fn hosts_of_another_org_are_not_found() {
+    let app = app();
+    let a = owner(&app);
+    let (_, b) = call(
+        &app,
+        "POST",
+        "/v1/orgs",
+        Some(&a),
+        Some(json!({"name": "Bravo", "task_prefix": "BRV"})),
+    );
+    let b_key = b["api_key"]["secret"].as_str().unwrap().to_owned();
+    let mine = pair(&app, &a, &machine(1));
+    let theirs = pair(&app, &b_key, &machine(2));
+    for method in ["GET", "DELETE"] {
+        assert_eq!(
+            call(&app, method, &format!("/v1/hosts/{theirs}"), Some(&a), None).0,
+            404,
+            "{method}"
+        );
+    }
+    let (_, list) = call(&app, "GET", "/v1/hosts", Some(&a), None);
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [mine.as_str()]);
+    let (_, h) = call(
+        &app,
+        "GET",
+        &format!("/v1/hosts/{theirs}"),
+        Some(&b_key),
+        None,
+    );
+    assert_eq!(
+        h["revoked_at"],
+        Value::Null,
+        "B's host was not revoked by A"
+    );
+    assert_eq!(call(&app, "GET", "/v1/hosts/hst_zz", Some(&a), None).0, 400);
+    assert_eq!(call(&app, "PUT", "/v1/hosts", Some(&a), None).0, 405);
+}
+
+#[test]
+fn pairing_input_is_checked() {
+    let app = app();
+    let m = machine(1);
+    let with = |field: &str, value: Value| {
+        let mut b = pairing_body(&m);
+        b[field] = value;
+        b
+    };
+    let mut weak = [0u8; 32];
+    weak[0] = 1;
+    let agents = |n: usize| {
+        Value::Array(
+            (0..n)
+                .map(|i| json!({"name": format!("agent{i}"), "version": "1"}))
+                .collect(),
+        )
+    };
+    for (what, body) in [
+        ("not base64", with("public_key", json!("not a key!"))),
+        ("31 bytes", with("public_key", json!(B64.encode([7u8; 31])))),
+        ("weak key", with("public_key", json!(B64.encode(weak)))),
+        ("empty name", with("name", json!("  "))),
+        ("long name", with("name", json!("x".repeat(101)))),
+        ("control characters", with("os", json!("li\nnux"))),
+        ("long arch", with("arch", json!("x".repeat(51)))),
+        ("33 agents", with("agents", agents(33))),
+        (
+            "duplicate agent",
+            with(
+                "agents",
+                json!([{"name": "claude", "version": "1"}, {"name": "claude", "version": "2"}]),
+            ),
+        ),
+        (
+            "long version",
+            with(
+                "agents",
+                json!([{"name": "claude", "version": "v".repeat(101)}]),
+            ),
+        ),
+        (
+            "agent field",
+            with(
+                "agents",
+                json!([{"name": "claude", "version": "1", "path": "/x"}]),
+            ),
+        ),
+        ("unknown field", with("token", json!("x"))),
+        ("missing field", {
+            let mut b = pairing_body(&m);
+            b.as_object_mut().unwrap().remove("os");
+            b
+        }),
+    ] {
+        let (s, v) = call(&app, "POST", "/v1/pairing", None, Some(body));
+        assert_eq!(s, 422, "{what}: {v}");
+    }
+    assert_eq!(
+        call(
+            &app,
+            "POST",
+            "/v1/pairing",
+            None,
+            Some(with("name", json!("x".repeat(100))))
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        call(
+            &app,
+            "POST",
+            "/v1/pairing",
+            None,
+            Some(with("agents", agents(32)))
+        )
+        .0,
+        201
+    );
+    let mut no_agents = pairing_body(&machine(2));
+    no_agents.as_object_mut().unwrap().remove("agents");
+    assert_eq!(
+        call(&app, "POST", "/v1/pairing", None, Some(no_agents)).0,
+        201
+    );
+}
+
+#[test]
+fn host_and_pending_code_caps_hold() {
+    let app = app();
+    let key = owner(&app);
+    let (_, me) = call(&app, "GET", "/v1/me", Some(&key), None);
+    let org = me["org"]["id"].as_str().unwrap();
+    sql(
+        &app,
+        &format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)
+             INSERT INTO hosts (id, org_id, name, os, arch, public_key, agents, created_by, created_at)
+             SELECT printf('hst_%032x', i), '{org}', 'h', 'linux', 'x86_64', printf('k%d', i), '[]', 'm', 0 FROM n"
+        ),
+    );
+    let (code, _) = start_pairing(&app, &machine(1));
+    let approve = format!("/v1/pairing/{code}/approve");
+    let (s, v) = call(&app, "POST", &approve, Some(&key), None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("limit_exceeded"))
+    );
+    // Revoked hosts do not count.
+    sql(
+        &app,
+        "UPDATE hosts SET revoked_at = 1 WHERE id = printf('hst_%032x', 1)",
+    );
+    assert_eq!(call(&app, "POST", &approve, Some(&key), None).0, 201);
+
+    // Pending codes across the deployment.
+    sql(
+        &app,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
+         INSERT INTO pairing_codes (code, poll_hash, public_key, name, os, arch, agents, created_at, expires_at)
+         SELECT printf('C%07d', i), 'h', 'k', 'n', 'o', 'a', '[]', 0, 9000000000000 FROM n",
+    );
+    let res = raw(
+        &app,
+        "POST",
+        "/v1/pairing",
+        &[("content-type", "application/json")],
+        Some(pairing_body(&machine(2))),
+    );
+    assert_eq!(res.status().as_u16(), 503);
+    assert_eq!(res.headers()["retry-after"], "60");
+    // Once they expire, they are purged and pairing works again.
+    sql(
+        &app,
+        "UPDATE pairing_codes SET expires_at = 1 WHERE code LIKE 'C%'",
+    );
+    start_pairing(&app, &machine(2));
+    assert_eq!(
+        count_rows(&app, "SELECT count(*) AS n FROM pairing_codes"),
+        2
+    );
+}
+
+#[test]
+fn credential_free_host_routes_are_limited_per_address() {
+    let mut app = app();
+    app.limiter.budget = 3;
+    let body = pairing_body(&machine(1));
+    let post = |ip: &str| {
+        raw(
+            &app,
+            "POST",
+            "/v1/pairing",
+            &[
+                ("content-type", "application/json"),
+                ("cf-connecting-ip", ip),
+            ],
+            Some(body.clone()),
+        )
+        .status()
+        .as_u16()
+    };
+    for _ in 0..3 {
+        assert_eq!(post("192.0.2.1"), 201);
+    }
+    assert_eq!(post("192.0.2.1"), 429);
+    assert_eq!(post("192.0.2.2"), 201);
+}
+
+#[test]
+fn the_cron_purges_what_expired() {
+    let app = app();
+    let key = owner(&app);
+    let m = machine(1);
+    let host = pair(&app, &key, &m);
+    connect(&app, &m, &host);
+    nonce(&app, &host);
+    start_pairing(&app, &machine(2));
+    call(
+        &app,
+        "POST",
+        "/v1/pairing/ZZZZ-ZZZZ/approve",
+        Some(&key),
+        None,
+    );
+    let later = tether_durable::time::now_ms() + 3_600_000;
+    let removed =
+        futures_lite_block_on(crate::directory::hosts::purge_expired(&app.db, later)).unwrap();
+    // Two codes (one approved, one pending), one nonce (issuing it dropped the used one), one
+    // failed approval.
+    assert_eq!(removed, 4);
+    assert_eq!(
+        call(
+            &app,
+            "DELETE",
+            &format!("/v1/hosts/{host}"),
+            Some(&key),
+            None
+        )
+        .0,
+        204
+    );
+    let purged =
+        futures_lite_block_on(crate::directory::hosts::purge_revoked_hosts(&app.db, later))
+            .unwrap();
+    assert_eq!(purged, 1);
+    assert_eq!(
+        call(&app, "GET", "/v1/hosts", Some(&key), None).1,
+        json!([])
+    );
+}
+
+#[test]
+fn info_and_commands_go_through_the_hosts_tunnel() {
+    let app = app();
+    let key = owner(&app);
+    let host = pair(&app, &key, &machine(7));
+    let (s, e) = call(
+        &app,
+        "GET",
+        &format!("/v1/hosts/{host}/info"),
+        Some(&key),
+        None,
+    );
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (503, Some("host_offline"))
+    );
+    let path = format!("/v1/hosts/{host}/commands");
+    let (s, c) = call(
+        &app,
+        "POST",
+        &path,
+        Some(&key),
+        Some(json!({"kind": "host.ping", "body": {"n": 1}})),
+    );
+    assert_eq!(s, 202);
+    assert!(c["id"].as_str().unwrap().starts_with("cmd_"));
+    assert_eq!(
+        *app.tunnels.commands.borrow(),
+        vec![(host.clone(), "host.ping".to_owned())]
+    );
+    for bad in [
+        json!({}),
+        json!({"kind": ""}),
+        json!({"kind": "x", "extra": 1}),
+    ] {
+        assert_eq!(
+            call(&app, "POST", &path, Some(&key), Some(bad.clone())).0,
+            422,
+            "{bad}"
+        );
+    }
+    // Another org sees neither.
+    let (_, b) = call(
+        &app,
+        "POST",
+        "/v1/orgs",
+        Some(&key),
+        Some(json!({"name": "Other", "task_prefix": "OTH"})),
+    );
+    let other = b["api_key"]["secret"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(
+            &app,
+            "GET",
+            &format!("/v1/hosts/{host}/info"),
+            Some(&other),
+            None
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        call(
+            &app,
+            "POST",
+            &path,
+            Some(&other),
+            Some(json!({"kind": "k"}))
+        )
+        .0,
+        404
+    );
 }

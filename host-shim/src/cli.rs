@@ -1,0 +1,183 @@
+//! The command line: argument definitions here, one module per command group.
+
+mod doctor;
+mod hosts;
+mod login;
+mod pair;
+mod ping;
+mod service;
+mod status;
+mod up;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use tether::paths::Paths;
+
+#[derive(Parser)]
+#[command(
+    name = "tether",
+    version,
+    about = "Run coding agents on this machine from anywhere.",
+    long_about = "Run coding agents on this machine from anywhere.\n\n\
+        Pair the machine with an org once (`tether pair`), then keep `tether up` running \
+        (or `tether service install`).\n\n\
+        Files: the login in $XDG_CONFIG_HOME/tether/config.toml, the host key and the local \
+        database in $XDG_STATE_HOME/tether/; TETHER_CONFIG_DIR and TETHER_STATE_DIR replace \
+        those folders. Logs go to stderr; RUST_LOG sets their level."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Log this CLI in to a Tether server with a member's API key (used by `tether hosts`).
+    ///
+    /// The key is checked with the server (GET /v1/me) before it is stored in config.toml
+    /// (mode 0600).
+    Login {
+        /// The server's base URL, e.g. http://127.0.0.1:8787.
+        #[arg(long, env = "TETHER_URL")]
+        server: String,
+        /// The API key (tk_...). Without it: $TETHER_KEY, else it is asked for without echo (or
+        /// read as one line from a pipe). Prefer those: command lines are visible to others.
+        #[arg(long, env = "TETHER_KEY", hide_env_values = true)]
+        key: Option<String>,
+    },
+    /// Forget the stored API key.
+    Logout,
+    /// Register this machine with an org: shows a code for a member to approve, then waits.
+    ///
+    /// Creates the host key on first use and reports the agent CLIs found. The code is single
+    /// use and expires at the time shown (10 minutes on Tether's edge); a member approves it
+    /// with `tether hosts approve CODE` or POST /v1/pairing/CODE/approve.
+    Pair {
+        /// The server's base URL. Default: the one from `tether login`.
+        #[arg(long, env = "TETHER_URL")]
+        server: Option<String>,
+        /// The name the org sees for this machine. Default: its hostname.
+        #[arg(long)]
+        name: Option<String>,
+        /// Pair again although this machine is already paired (the old host stays registered
+        /// until revoked).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the daemon in the foreground until SIGINT or SIGTERM.
+    ///
+    /// Exits 0 after a clean shutdown and 78 when restarting cannot help (not paired).
+    Up,
+    /// Install or remove the systemd user service that runs `tether up`.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+    /// Show this machine's pairing, identity, login, daemon and file locations.
+    Status,
+    /// Check this machine: git, agent CLIs, the server, the clock, the host key.
+    ///
+    /// Exits non-zero when a required check fails (git missing, server unreachable, host key
+    /// unusable).
+    Doctor {
+        /// The server to check. Default: the paired one, else the login's.
+        #[arg(long, env = "TETHER_URL")]
+        server: Option<String>,
+    },
+    /// List, approve and revoke the org's hosts (member commands, using the login).
+    Hosts {
+        /// The server. Default: the login's.
+        #[arg(long, env = "TETHER_URL", global = true)]
+        server: Option<String>,
+        /// A member's API key instead of the stored one.
+        #[arg(long, env = "TETHER_KEY", hide_env_values = true, global = true)]
+        key: Option<String>,
+        #[command(subcommand)]
+        command: HostsCommand,
+    },
+    /// Check that a Tether server answers: its health and version.
+    Ping {
+        /// The server's base URL, e.g. http://127.0.0.1:8787.
+        #[arg(long, env = "TETHER_URL")]
+        server: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ServiceCommand {
+    /// Write ~/.config/systemd/user/tether.service (runs `tether up`, restarts on failure).
+    Install,
+    /// Remove the unit (and its `systemctl --user enable` link).
+    Uninstall,
+}
+
+#[derive(Subcommand)]
+pub enum HostsCommand {
+    /// List the org's hosts.
+    List {
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a pairing code shown by `tether pair` on the new machine.
+    Approve {
+        /// The code, as shown.
+        code: String,
+    },
+    /// Revoke a host: its tunnel closes and its daemon stops for good.
+    Revoke {
+        /// The host id (hst_...), from `tether hosts list`.
+        id: String,
+    },
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Ping { server } => ping::ping(&server).await,
+        Command::Login { server, key } => login::login(&paths()?, &server, key).await,
+        Command::Logout => login::logout(&paths()?),
+        Command::Pair {
+            server,
+            name,
+            force,
+        } => pair::pair(&paths()?, server, name, force).await,
+        Command::Up => up::up(paths()?).await,
+        Command::Service { command } => match command {
+            ServiceCommand::Install => service::install(&paths()?),
+            ServiceCommand::Uninstall => service::uninstall(),
+        },
+        Command::Status => status::status(&paths()?).await,
+        Command::Doctor { server } => doctor::doctor(&paths()?, server).await,
+        Command::Hosts {
+            server,
+            key,
+            command,
+        } => hosts::hosts(&paths()?, server, key, command).await,
+    }
+}
+
+fn paths() -> Result<Paths> {
+    Ok(Paths::from_env()?)
+}
+
+/// 78 for errors a restart cannot fix (the service manager is told not to restart on it),
+/// 1 for everything else. (Another daemon holding the state folder is worth retrying: it may
+/// be a foreground `tether up` that is about to stop.)
+pub fn exit_code_for(e: &anyhow::Error) -> ExitCode {
+    match e.downcast_ref::<tether::Error>() {
+        Some(tether::Error::NotPaired { .. } | tether::Error::TunnelStopped(_)) => {
+            ExitCode::from(tether::daemon::EXIT_DO_NOT_RESTART)
+        }
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// The pairing recorded in the state database, without creating the database.
+async fn read_pairing(paths: &Paths) -> Result<Option<tether::state::Pairing>> {
+    if !paths.state_db().exists() {
+        return Ok(None);
+    }
+    let state = tether::state::State::open(&paths.state_db()).await?;
+    Ok(state.pairing().await?)
+}

@@ -1,0 +1,55 @@
+//! `tether status`: what this machine is, in a few lines.
+
+use anyhow::Result;
+use std::process::ExitCode;
+use tether::config::{self, Config};
+use tether::identity::Identity;
+use tether::paths::Paths;
+
+pub async fn status(paths: &Paths) -> Result<ExitCode> {
+    let pairing = super::read_pairing(paths).await?;
+    let key_file = paths.key_file();
+    let identity = if key_file.exists() {
+        match Identity::load(&key_file) {
+            Ok(id) => format!("fingerprint {}  {}", id.fingerprint(), key_file.display()),
+            Err(e) => format!("unusable: {e}"),
+        }
+    } else {
+        "none yet (`tether pair` creates it)".to_owned()
+    };
+    let config_file = paths.config_file();
+    let login = match Config::load(&config_file) {
+        Ok(c) => match c.login() {
+            Some((server, key)) => format!("{} at {server}", config::redact(key)),
+            None => "not logged in".to_owned(),
+        },
+        Err(e) => format!("unreadable config: {e}"),
+    };
+    let (paired, server, host) = match &pairing {
+        Some(p) => (
+            "yes",
+            p.server.clone(),
+            format!("{} (org {})", p.host_id, p.org_id),
+        ),
+        None => ("no (run `tether pair`)", "-".to_owned(), "-".to_owned()),
+    };
+    let daemon = if tether::daemon::is_running(paths) {
+        "running"
+    } else {
+        "not running (`tether up`)"
+    };
+    let rows = [
+        ("paired", paired.to_owned()),
+        ("host", host),
+        ("server", server),
+        ("identity", identity),
+        ("daemon", daemon.to_owned()),
+        ("login", login),
+        ("config", config_file.display().to_string()),
+        ("state", paths.state_dir.display().to_string()),
+    ];
+    for (k, v) in rows {
+        println!("{k:9} {v}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,135 @@
+//! `config.toml`: the CLI's login (the edge's URL and a member's API key).
+//!
+//! ```toml
+//! server = "https://tether.example.com"
+//! key = "tk_..."
+//! ```
+//!
+//! The file holds a secret, so it is written like the host key: mode 0600, atomically. Keys
+//! this version does not know are kept as they are when the file is saved again.
+
+use crate::Error;
+use crate::files::{self, Existing};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// The edge's base URL, without a trailing slash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// A member's API key (`tk_...`) for the member commands (`tether hosts ...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Settings of newer versions, preserved on save.
+    #[serde(flatten)]
+    pub other: toml::Table,
+}
+
+impl std::fmt::Debug for Config {
+    /// Leaves the key out: configs end up in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("server", &self.server)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads `path`; a missing file is an empty config.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(Error::Io {
+                    action: "reading",
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        toml::from_str(&text).map_err(|source| Error::ConfigParse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Writes the whole config to `path` (mode 0600, atomically).
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        let text = toml::to_string(self).map_err(Error::ConfigSerialize)?;
+        files::write_private(path, text.as_bytes(), Existing::Replace)
+    }
+
+    /// The stored login, when there is one: (server, key).
+    pub fn login(&self) -> Option<(&str, &str)> {
+        Some((self.server.as_deref()?, self.key.as_deref()?))
+    }
+}
+
+/// A key for display: its first characters only (`tk_abcd…`).
+pub fn redact(key: &str) -> String {
+    let shown: String = key.chars().take(7).collect();
+    format!("{shown}…")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn roundtrip_keeps_unknown_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tether/config.toml");
+        assert_eq!(Config::load(&path).unwrap(), Config::default());
+
+        let c = Config {
+            server: Some("http://127.0.0.1:8787".into()),
+            key: Some("tk_secret".into()),
+            ..Config::default()
+        };
+        c.save(&path).unwrap();
+        assert_eq!(Config::load(&path).unwrap(), c);
+        assert_eq!(c.login(), Some(("http://127.0.0.1:8787", "tk_secret")));
+        #[cfg(unix)]
+        {
+            let meta = std::fs::metadata(&path).unwrap();
+            assert_eq!(crate::files::mode(&meta), Some(0o600));
+        }
+
+        // A setting from a newer version survives a save by this one.
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("\n[future]\nflag = true\n");
+        std::fs::write(&path, text).unwrap();
+        let mut loaded = Config::load(&path).unwrap();
+        loaded.key = None;
+        loaded.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("[future]") && text.contains("flag = true"),
+            "{text}"
+        );
+        assert!(!text.contains("tk_secret"), "{text}");
+        assert_eq!(Config::load(&path).unwrap().login(), None);
+
+        assert!(!format!("{c:?}").contains("tk_secret"));
+    }
+
+    #[test]
+    fn bad_toml_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "server = [").unwrap();
+        let err = Config::load(&path).unwrap_err();
+        assert!(matches!(err, Error::ConfigParse { .. }));
+        assert!(err.to_string().contains("config.toml"));
+    }
+
+    #[test]
+    fn redacts() {
+        assert_eq!(redact("tk_0123456789abcdef"), "tk_0123…");
+        assert_eq!(redact("tk"), "tk…");
+    }
+}

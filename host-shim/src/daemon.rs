@@ -1,0 +1,151 @@
+//! `tether up`: the long-running daemon.
+//!
+//! [`Daemon::load`] gathers what the daemon runs on (paths, identity, state database, pairing)
+//! and takes the state folder's lock, so one state folder has at most one daemon.
+//! [`run_daemon`] is the daemon itself; it returns when its shutdown future completes
+//! (SIGINT/SIGTERM, see [`shutdown_signal`]).
+//!
+//! Exit codes: 0 after a clean shutdown; [`EXIT_DO_NOT_RESTART`] when retrying cannot help (not
+//! paired, revoked), which the systemd unit lists in `RestartPreventExitStatus=`; 1 for anything
+//! else, which the unit restarts.
+
+use crate::Error;
+use crate::identity::Identity;
+use crate::paths::Paths;
+use crate::state::{Pairing, State};
+use crate::tunnel::Tunnel;
+use std::fs::File;
+use std::future::Future;
+use tracing::info;
+
+/// The exit status that tells the service manager not to restart the daemon (`EX_CONFIG`).
+pub const EXIT_DO_NOT_RESTART: u8 = 78;
+
+/// Everything the daemon runs on.
+#[derive(Debug)]
+pub struct Daemon {
+    pub paths: Paths,
+    pub identity: Identity,
+    pub state: State,
+    pub pairing: Pairing,
+    /// Held (locked) for the daemon's lifetime.
+    _lock: File,
+}
+
+impl Daemon {
+    /// Loads the identity, opens the state database and reads the pairing. Fails with
+    /// [`Error::NotPaired`] when there is no identity or pairing, and with
+    /// [`Error::AlreadyRunning`] when another daemon holds this state folder.
+    pub async fn load(paths: Paths) -> Result<Self, Error> {
+        let key_file = paths.key_file();
+        let identity = match Identity::load(&key_file) {
+            Ok(id) => id,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotPaired {
+                    state_dir: paths.state_dir.clone(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let lock = lock_state_dir(&paths)?;
+        let state = State::open(&paths.state_db()).await?;
+        let Some(pairing) = state.pairing().await? else {
+            return Err(Error::NotPaired {
+                state_dir: paths.state_dir.clone(),
+            });
+        };
+        Ok(Self {
+            paths,
+            identity,
+            state,
+            pairing,
+            _lock: lock,
+        })
+    }
+}
+
+/// Whether a daemon holds this state folder's lock now.
+pub fn is_running(paths: &Paths) -> bool {
+    let Ok(file) = File::options()
+        .write(true)
+        .open(paths.state_dir.join("daemon.lock"))
+    else {
+        return false;
+    };
+    // The lock is taken only for the blink of this check; it goes when `file` is dropped.
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+fn lock_state_dir(paths: &Paths) -> Result<File, Error> {
+    let path = paths.state_dir.join("daemon.lock");
+    let mut options = File::options();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&path).map_err(Error::io("opening", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::AlreadyRunning {
+            state_dir: paths.state_dir.clone(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
+            action: "locking",
+            path,
+            source,
+        }),
+    }
+}
+
+/// The daemon: holds the tunnel to the edge until `shutdown` completes (then drains and closes
+/// it cleanly) or the edge says this host may not connect (revoked, replaced), which is
+/// [`Error::TunnelStopped`] and exits with [`EXIT_DO_NOT_RESTART`].
+///
+/// `shutdown` wins every `select!`, so SIGTERM always ends the daemon promptly.
+pub async fn run_daemon(daemon: Daemon, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    info!(
+        host_id = %daemon.pairing.host_id,
+        org_id = %daemon.pairing.org_id,
+        server = %daemon.pairing.server,
+        fingerprint = %daemon.identity.fingerprint(),
+        state = %daemon.paths.state_dir.display(),
+        "tether daemon started"
+    );
+    let tunnel = Tunnel {
+        server: daemon.pairing.server.clone(),
+        host_id: daemon.pairing.host_id.clone(),
+        identity: &daemon.identity,
+        state: &daemon.state,
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(15))
+            .build()
+            .map_err(Error::HttpClient)?,
+    };
+    let outcome = tunnel.run(shutdown).await;
+    info!("tether daemon stopped");
+    outcome.map_err(Error::TunnelStopped)
+}
+
+/// Installs the SIGINT and SIGTERM handlers now and returns a future that completes with the
+/// signal's name when either arrives. Install before announcing readiness: a signal that
+/// arrives earlier would otherwise kill the process uncleanly.
+pub fn shutdown_signal() -> Result<impl Future<Output = &'static str>, Error> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        })
+    }
+}

@@ -1,0 +1,427 @@
+//! The daemon's side of the host tunnel: get a host token by signing a server nonce, open the
+//! WebSocket to the host's object, serve it (heartbeats, RPCs such as `host.info`, queued
+//! commands handled once and acked), and reconnect after failures. The wire protocol is
+//! `tether_durable::tunnel`, the very code the edge runs.
+//!
+//! What ends a connection decides what happens next ([`CloseCode::recovery`]): transient
+//! failures reconnect with exponential backoff and jitter (reset once a connection has held);
+//! an expired token is refreshed first; revoked, replaced or deleted hosts stop the daemon.
+
+use crate::identity::Identity;
+use crate::state::{Received, State};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use std::future::Future;
+use std::time::Duration;
+use tether_durable::tunnel::liveness::Liveness;
+use tether_durable::tunnel::{
+    self, CloseCode, Frame, Recovery, RpcError, RpcErrorCode, RpcResult, SUBPROTOCOL,
+};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::{self as ws, Message};
+use tracing::{debug, info, warn};
+
+/// Backoff between reconnects: from 250 ms doubling to 30 s, with up to half jittered away.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A connection that held this long resets the backoff.
+const HELD: Duration = Duration::from_secs(10);
+/// Time allowed to get a token and open the socket.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why the tunnel stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum Stopped {
+    #[error("the host was revoked or is unknown to the server: pair this machine again")]
+    Revoked,
+    #[error("another connection of this host replaced this one (is a second daemon running?)")]
+    Replaced,
+    #[error("the server refused this host: {0}")]
+    Refused(String),
+}
+
+/// What ended one connection.
+enum Ended {
+    Shutdown,
+    Closed(Recovery, String),
+}
+
+/// Where the tunnel goes and who this host is.
+pub struct Tunnel<'a> {
+    pub server: String,
+    pub host_id: String,
+    pub identity: &'a Identity,
+    pub state: &'a State,
+    pub http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct Nonce {
+    nonce: String,
+}
+
+#[derive(Deserialize)]
+struct Token {
+    token: String,
+}
+
+/// A failure to connect: transient (retry) or final.
+enum ConnectError {
+    Transient(String),
+    Refresh(String),
+    Final(Stopped),
+}
+
+impl Tunnel<'_> {
+    /// Runs until `shutdown` completes (Ok) or the server says to stop (Err).
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), Stopped> {
+        tokio::pin!(shutdown);
+        let mut token: Option<String> = None;
+        let mut failures = 0u32;
+        loop {
+            let started = tokio::time::Instant::now();
+            let attempt = async {
+                let t = match token.take() {
+                    Some(t) => t,
+                    None => self.token().await?,
+                };
+                let socket = self.open(&t).await?;
+                Ok::<_, ConnectError>((t, socket))
+            };
+            let outcome = tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(()),
+                r = tokio::time::timeout(CONNECT_TIMEOUT, attempt) => r.unwrap_or_else(|_| Err(ConnectError::Transient("connecting timed out".into()))),
+            };
+            let why = match outcome {
+                Ok((t, socket)) => {
+                    info!(host_id = %self.host_id, "tunnel connected");
+                    match self.serve(socket, &mut shutdown).await {
+                        Ended::Shutdown => return Ok(()),
+                        Ended::Closed(Recovery::Stop, reason) => {
+                            return Err(if reason.contains("replaced") {
+                                Stopped::Replaced
+                            } else {
+                                Stopped::Refused(reason)
+                            });
+                        }
+                        Ended::Closed(Recovery::RefreshAndReconnect, reason) => reason,
+                        Ended::Closed(Recovery::Reconnect, reason) => {
+                            token = Some(t);
+                            reason
+                        }
+                    }
+                }
+                Err(ConnectError::Final(stop)) => return Err(stop),
+                Err(ConnectError::Refresh(reason)) | Err(ConnectError::Transient(reason)) => reason,
+            };
+            failures = if started.elapsed() >= HELD {
+                0
+            } else {
+                failures + 1
+            };
+            let wait = backoff(failures, random());
+            warn!(%why, retry_in_ms = wait.as_millis() as u64, "tunnel down");
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Signs a fresh server nonce and trades it for a host token.
+    async fn token(&self) -> Result<String, ConnectError> {
+        let base = self.server.trim_end_matches('/');
+        let transient = |e: reqwest::Error| ConnectError::Transient(e.to_string());
+        let res = self
+            .http
+            .post(format!("{base}/v1/hosts/{}/nonce", self.host_id))
+            .send()
+            .await
+            .map_err(transient)?;
+        match res.status().as_u16() {
+            201 => {}
+            404 => return Err(ConnectError::Final(Stopped::Revoked)),
+            s => return Err(ConnectError::Transient(format!("nonce: HTTP {s}"))),
+        }
+        let nonce: Nonce = res.json().await.map_err(transient)?;
+        let signature = self.identity.sign_auth(&self.host_id, &nonce.nonce);
+        let res = self
+            .http
+            .post(format!("{base}/v1/hosts/{}/token", self.host_id))
+            .json(&serde_json::json!({"nonce": nonce.nonce, "signature": signature}))
+            .send()
+            .await
+            .map_err(transient)?;
+        match res.status().as_u16() {
+            200 => Ok(res.json::<Token>().await.map_err(transient)?.token),
+            401 => {
+                let body = res.text().await.unwrap_or_default();
+                if body.contains("invalid_signature") || body.contains("host_revoked") {
+                    Err(ConnectError::Final(Stopped::Refused(body)))
+                } else {
+                    Err(ConnectError::Transient(format!("token refused: {body}")))
+                }
+            }
+            s => Err(ConnectError::Transient(format!("token: HTTP {s}"))),
+        }
+    }
+
+    async fn open(&self, token: &str) -> Result<Socket, ConnectError> {
+        let base = self.server.trim_end_matches('/');
+        let url = format!(
+            "{}/v1/hosts/{}/tunnel",
+            base.replacen("http", "ws", 1),
+            self.host_id
+        );
+        let mut req = url
+            .into_client_request()
+            .map_err(|e| ConnectError::Final(Stopped::Refused(e.to_string())))?;
+        let headers = req.headers_mut();
+        let header = |v: &str| {
+            v.parse()
+                .map_err(|_| ConnectError::Transient("bad header value".into()))
+        };
+        headers.insert("authorization", header(&format!("Bearer {token}"))?);
+        headers.insert("sec-websocket-protocol", header(SUBPROTOCOL)?);
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(ws::Error::Http(res)) => {
+                let body = res
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                match res.status().as_u16() {
+                    401 if body.contains("host_revoked") => {
+                        Err(ConnectError::Final(Stopped::Revoked))
+                    }
+                    401 => Err(ConnectError::Refresh(format!("tunnel: 401 {body}"))),
+                    403 | 404 | 410 => Err(ConnectError::Final(Stopped::Refused(body))),
+                    s => Err(ConnectError::Transient(format!("tunnel: HTTP {s} {body}"))),
+                }
+            }
+            Err(e) => Err(ConnectError::Transient(e.to_string())),
+        }
+    }
+
+    /// Serves one connection until it ends.
+    async fn serve(
+        &self,
+        mut socket: Socket,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Ended {
+        let mut liveness = Liveness::new(now_ms());
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.as_mut() => {
+                    let drain = Frame::Drain { reason: "daemon shutting down".into(), retry_after_ms: 0 };
+                    if let Ok(bytes) = tunnel::encode(&drain) {
+                        let _ = socket.send(Message::Binary(bytes.into())).await;
+                    }
+                    let _ = socket.close(Some(CloseFrame {
+                        code: WsCloseCode::Normal,
+                        reason: "daemon shutting down".into(),
+                    })).await;
+                    return Ended::Shutdown;
+                }
+                _ = tick.tick() => {
+                    let now = now_ms();
+                    if liveness.dead(now) {
+                        let _ = socket.close(Some(CloseFrame {
+                            code: WsCloseCode::from(CloseCode::Stale.code()),
+                            reason: "no heartbeat".into(),
+                        })).await;
+                        return Ended::Closed(Recovery::Reconnect, "no heartbeat from the edge".into());
+                    }
+                    if liveness.ping_due(now)
+                        && send(&mut socket, &Frame::Ping { nonce: now as u64 }).await.is_err()
+                    {
+                        return Ended::Closed(Recovery::Reconnect, "the socket failed".into());
+                    }
+                }
+                msg = socket.next() => {
+                    liveness.heard(now_ms());
+                    let frame = match msg {
+                        Some(Ok(Message::Binary(bytes))) => tunnel::decode(&bytes),
+                        Some(Ok(Message::Close(frame))) => {
+                            let (code, reason) = frame
+                                .map(|f| (Some(u16::from(f.code)), f.reason.to_string()))
+                                .unwrap_or((None, String::new()));
+                            let recovery = CloseCode::recovery(code);
+                            return Ended::Closed(recovery, format!("closed by the edge ({}): {reason}", code.unwrap_or(1005)));
+                        }
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => return Ended::Closed(Recovery::Reconnect, e.to_string()),
+                        None => return Ended::Closed(Recovery::Reconnect, "the socket ended".into()),
+                    };
+                    let frame = match frame {
+                        Ok(f) => f,
+                        Err(e) => {
+                            warn!(error = %e, "bad frame from the edge");
+                            continue;
+                        }
+                    };
+                    if let Some(reply) = self.handle(frame).await
+                        && send(&mut socket, &reply).await.is_err()
+                    {
+                        return Ended::Closed(Recovery::Reconnect, "the socket failed".into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// One frame from the edge; answers the frame to send back, if any.
+    async fn handle(&self, frame: Frame) -> Option<Frame> {
+        match frame {
+            Frame::Ping { nonce } => Some(Frame::Pong { nonce }),
+            Frame::Request { id, method, .. } => {
+                let result = match method.as_str() {
+                    "host.info" => match self.info().await {
+                        Ok(body) => RpcResult::Ok(body),
+                        Err(e) => RpcResult::Err(RpcError {
+                            code: RpcErrorCode::Internal,
+                            message: e,
+                        }),
+                    },
+                    _ => RpcResult::Err(RpcError {
+                        code: RpcErrorCode::NotFound,
+                        message: format!("this daemon has no method {method}"),
+                    }),
+                };
+                Some(Frame::Response { id, result })
+            }
+            Frame::Command { id, seq, kind, .. } => {
+                match self.state.receive_command(&id, seq as i64).await {
+                    Ok(Received::Done) => debug!(%id, "command already handled"),
+                    Ok(Received::New | Received::Unfinished) => {
+                        // Handlers are idempotent; today every kind is a no-op that is only
+                        // recorded (sessions add the real ones).
+                        info!(%id, seq, %kind, "command");
+                        if let Err(e) = self.state.finish_command(&id).await {
+                            warn!(%id, error = %e, "recording a command failed; not acking");
+                            return None;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(%id, error = %e, "recording a command failed; not acking");
+                        return None;
+                    }
+                }
+                Some(Frame::Ack { id })
+            }
+            Frame::Pong { .. }
+            | Frame::Response { .. }
+            | Frame::Cancel { .. }
+            | Frame::Ack { .. }
+            | Frame::Drain { .. }
+            | Frame::Data { .. }
+            | Frame::Credit { .. }
+            | Frame::Close { .. } => None,
+            Frame::Open { channel, .. } => Some(Frame::Close {
+                channel,
+                error: Some("this daemon serves no channels yet".into()),
+            }),
+        }
+    }
+
+    /// `host.info`: who this machine is and how it is doing.
+    async fn info(&self) -> Result<Vec<u8>, String> {
+        let agents = crate::doctor::detect_agents(Duration::from_secs(5)).await;
+        let commands = self
+            .state
+            .recent_commands(50)
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = serde_json::json!({
+            "host_id": self.host_id,
+            "hostname": gethostname::gethostname().to_string_lossy(),
+            "os": std::env::consts::OS,
+            "arch": std::env::consts::ARCH,
+            "uptime_secs": read_uptime(),
+            "load": read_load(),
+            "daemon_version": env!("CARGO_PKG_VERSION"),
+            "agents": agents,
+            "recent_commands": commands.iter().map(|c| serde_json::json!({"id": c.id, "seq": c.seq, "done": c.done_at.is_some()})).collect::<Vec<_>>(),
+        });
+        serde_json::to_vec(&info).map_err(|e| e.to_string())
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn send(socket: &mut Socket, frame: &Frame) -> Result<(), String> {
+    let bytes = tunnel::encode(frame).map_err(|e| e.to_string())?;
+    socket
+        .send(Message::Binary(bytes.into()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn now_ms() -> i64 {
+    crate::state::now_ms()
+}
+
+fn random() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
+/// The wait before reconnect attempt `failures` (0 = first): exponential, capped, half jittered.
+fn backoff(failures: u32, random: u64) -> Duration {
+    let base = BACKOFF_MIN
+        .saturating_mul(1u32 << failures.min(16))
+        .min(BACKOFF_MAX);
+    let half = base / 2;
+    let jitter_ms = random % (half.as_millis() as u64 + 1);
+    half + Duration::from_millis(jitter_ms)
+}
+
+fn read_uptime() -> Option<f64> {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn read_load() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut it = text.split_whitespace().map(|v| v.parse::<f64>().ok());
+    Some([it.next()??, it.next()??, it.next()??])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        assert!(backoff(0, 0) >= BACKOFF_MIN / 2 && backoff(0, u64::MAX) <= BACKOFF_MIN);
+        assert!(backoff(3, 0) >= Duration::from_millis(1000));
+        for f in [10, 20, u32::MAX] {
+            assert!(backoff(f, u64::MAX) <= BACKOFF_MAX, "{f}");
+            assert!(backoff(f, 0) >= BACKOFF_MAX / 2, "{f}");
+        }
+        let spread: std::collections::HashSet<Duration> =
+            (0..50u64).map(|r| backoff(4, r * 7919)).collect();
+        assert!(spread.len() > 10, "jitter spreads reconnects");
+    }
+
+    #[test]
+    fn proc_readings_parse() {
+        if cfg!(target_os = "linux") {
+            assert!(read_uptime().is_some_and(|u| u > 0.0));
+            assert!(read_load().is_some());
+        }
+    }
+}
