@@ -23,8 +23,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsClos
 use tokio_tungstenite::tungstenite::{self as ws, Message};
 use tracing::{debug, info, warn};
 
-/// Backoff between reconnects: from 250 ms doubling to 30 s, with up to half jittered away.
+/// Backoff between reconnects: from 250 ms doubling, with up to half jittered away, to at most
+/// [`BACKOFF_UNREACHABLE`] while the edge does not answer at all (trying costs nothing, and the
+/// host is back within about 2 s of the edge returning) or [`BACKOFF_MAX`] while it answers
+/// with errors (so a struggling edge is not hammered).
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_UNREACHABLE: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A connection that held this long resets the backoff.
 const HELD: Duration = Duration::from_secs(10);
@@ -69,6 +73,9 @@ struct Token {
 
 /// A failure to connect: transient (retry) or final.
 enum ConnectError {
+    /// No answer at all (refused, reset, timed out).
+    Unreachable(String),
+    /// The edge answered with an error worth retrying later.
     Transient(String),
     Refresh(String),
     Final(Stopped),
@@ -93,8 +100,9 @@ impl Tunnel<'_> {
             let outcome = tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(()),
-                r = tokio::time::timeout(CONNECT_TIMEOUT, attempt) => r.unwrap_or_else(|_| Err(ConnectError::Transient("connecting timed out".into()))),
+                r = tokio::time::timeout(CONNECT_TIMEOUT, attempt) => r.unwrap_or_else(|_| Err(ConnectError::Unreachable("connecting timed out".into()))),
             };
+            let mut cap = BACKOFF_MAX;
             let why = match outcome {
                 Ok((t, socket)) => {
                     info!(host_id = %self.host_id, "tunnel connected");
@@ -115,6 +123,10 @@ impl Tunnel<'_> {
                     }
                 }
                 Err(ConnectError::Final(stop)) => return Err(stop),
+                Err(ConnectError::Unreachable(reason)) => {
+                    cap = BACKOFF_UNREACHABLE;
+                    reason
+                }
                 Err(ConnectError::Refresh(reason)) | Err(ConnectError::Transient(reason)) => reason,
             };
             failures = if started.elapsed() >= HELD {
@@ -122,7 +134,7 @@ impl Tunnel<'_> {
             } else {
                 failures + 1
             };
-            let wait = backoff(failures, random());
+            let wait = backoff(failures, cap, random());
             warn!(%why, retry_in_ms = wait.as_millis() as u64, "tunnel down");
             tokio::select! {
                 biased;
@@ -135,7 +147,13 @@ impl Tunnel<'_> {
     /// Signs a fresh server nonce and trades it for a host token.
     async fn token(&self) -> Result<String, ConnectError> {
         let base = self.server.trim_end_matches('/');
-        let transient = |e: reqwest::Error| ConnectError::Transient(e.to_string());
+        let transient = |e: reqwest::Error| {
+            if e.is_connect() || e.is_timeout() || e.is_request() {
+                ConnectError::Unreachable(e.to_string())
+            } else {
+                ConnectError::Transient(e.to_string())
+            }
+        };
         let res = self
             .http
             .post(format!("{base}/v1/hosts/{}/nonce", self.host_id))
@@ -204,7 +222,7 @@ impl Tunnel<'_> {
                     s => Err(ConnectError::Transient(format!("tunnel: HTTP {s} {body}"))),
                 }
             }
-            Err(e) => Err(ConnectError::Transient(e.to_string())),
+            Err(e) => Err(ConnectError::Unreachable(e.to_string())),
         }
     }
 
@@ -375,11 +393,12 @@ fn random() -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// The wait before reconnect attempt `failures` (0 = first): exponential, capped, half jittered.
-fn backoff(failures: u32, random: u64) -> Duration {
+/// The wait before reconnect attempt `failures` (0 = first): exponential, capped at `cap`,
+/// half jittered.
+fn backoff(failures: u32, cap: Duration, random: u64) -> Duration {
     let base = BACKOFF_MIN
         .saturating_mul(1u32 << failures.min(16))
-        .min(BACKOFF_MAX);
+        .min(cap);
     let half = base / 2;
     let jitter_ms = random % (half.as_millis() as u64 + 1);
     half + Duration::from_millis(jitter_ms)
@@ -406,14 +425,19 @@ mod tests {
 
     #[test]
     fn backoff_grows_caps_and_jitters() {
-        assert!(backoff(0, 0) >= BACKOFF_MIN / 2 && backoff(0, u64::MAX) <= BACKOFF_MIN);
-        assert!(backoff(3, 0) >= Duration::from_millis(1000));
+        let max = BACKOFF_MAX;
+        assert!(backoff(0, max, 0) >= BACKOFF_MIN / 2 && backoff(0, max, u64::MAX) <= BACKOFF_MIN);
+        assert!(backoff(3, max, 0) >= Duration::from_millis(1000));
         for f in [10, 20, u32::MAX] {
-            assert!(backoff(f, u64::MAX) <= BACKOFF_MAX, "{f}");
-            assert!(backoff(f, 0) >= BACKOFF_MAX / 2, "{f}");
+            assert!(backoff(f, max, u64::MAX) <= max, "{f}");
+            assert!(backoff(f, max, 0) >= max / 2, "{f}");
+            assert!(
+                backoff(f, BACKOFF_UNREACHABLE, u64::MAX) <= BACKOFF_UNREACHABLE,
+                "{f}"
+            );
         }
         let spread: std::collections::HashSet<Duration> =
-            (0..50u64).map(|r| backoff(4, r * 7919)).collect();
+            (0..50u64).map(|r| backoff(4, max, r * 7919)).collect();
         assert!(spread.len() > 10, "jitter spreads reconnects");
     }
 
