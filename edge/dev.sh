@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # README command 1: run Tether locally. Installs what it needs (tests/setup.sh), builds the
-# Worker, applies the D1 migrations, starts the Worker in workerd (`wrangler dev --local`) on
-# 127.0.0.1 with state persisted in .tether/dev-state, and on the first run creates the first
-# org and prints its owner's API key (once). Later runs reuse the state. Ctrl-C stops it.
+# Worker and the `tether` daemon, applies the D1 migrations, starts the Worker in workerd
+# (`wrangler dev --local`) on 127.0.0.1 with state persisted in .tether/dev-state, and on the
+# first run creates the first org, prints its owner's API key (once) and pairs this machine.
+# Then it runs the paired daemon (`tether up`) next to the Worker. Later runs reuse the state.
+# Ctrl-C stops both.
 #
 #   bash edge/dev.sh                                   # port 8787, state in .tether/dev-state
 #   PORT=9000 TETHER_STATE_DIR=/tmp/tether bash edge/dev.sh
@@ -11,6 +13,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 source tests/setup.sh
 bash edge/build.sh
+echo "==> building the tether daemon (cargo build -p tether)"
+cargo build -p tether --locked --quiet
+tether="$root/target/debug/tether"
 
 PORT="${PORT:-8787}"
 state="${TETHER_STATE_DIR:-$root/.tether/dev-state}"
@@ -33,7 +38,16 @@ echo "==> starting the Worker in workerd on $url"
 CI=1 wrangler dev --local --ip 127.0.0.1 --port "$PORT" --persist-to "$state" --env-file "$secrets" \
   --show-interactive-dev-session=false --log-level warn &
 wrangler_pid=$!
-trap 'kill "$wrangler_pid" 2>/dev/null || true; wait "$wrangler_pid" 2>/dev/null || true' EXIT INT TERM
+daemon_pid=""
+stop_all() {
+  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+  kill "$wrangler_pid" 2>/dev/null || true
+  wait "$wrangler_pid" 2>/dev/null || true
+}
+trap stop_all EXIT INT TERM
+
+# The local daemon's own folders, inside the dev state.
+export TETHER_CONFIG_DIR="$state/daemon/config" TETHER_STATE_DIR="$state/daemon/state"
 
 for _ in $(seq 1 120); do
   curl -fsS "$url/health" >/dev/null 2>&1 && break
@@ -52,6 +66,19 @@ case "$answer" in
   201)
     key=$(node -e 'process.stdout.write(JSON.parse(process.argv[1]).api_key.secret)' "$body")
     org=$(node -e 'process.stdout.write(JSON.parse(process.argv[1]).org.name)' "$body")
+    echo "==> pairing this machine with the org (tether pair, approved with the owner's key)"
+    "$tether" login --server "$url" --key "$key" >/dev/null
+    "$tether" pair --server "$url" > "$state/pair.log" 2>&1 &
+    pair_pid=$!
+    code=""
+    for _ in $(seq 1 100); do
+      code=$(grep -o '[A-Z0-9]\{4\}-[A-Z0-9]\{4\}' "$state/pair.log" | head -1 || true)
+      [ -n "$code" ] && break
+      sleep 0.1
+    done
+    [ -n "$code" ] || { cat "$state/pair.log" >&2; exit 1; }
+    "$tether" hosts approve "$code" >/dev/null
+    wait "$pair_pid" || { cat "$state/pair.log" >&2; exit 1; }
     cat <<MSG
 
   Tether is running at $url (state: $state).
@@ -59,8 +86,12 @@ case "$answer" in
 
       $key
 
+  This machine is paired as a host; its daemon runs alongside (logs: $state/daemon.log).
+
   Next:
     export TETHER_URL=$url TETHER_KEY=$key
+    export TETHER_CONFIG_DIR=$TETHER_CONFIG_DIR TETHER_STATE_DIR=$TETHER_STATE_DIR
+    $tether hosts list
     curl -s -H "x-api-key: \$TETHER_KEY" \$TETHER_URL/v1/me
     curl -s -H "x-api-key: \$TETHER_KEY" -H 'content-type: application/json' \\
          -d '{"title": "My first task"}' \$TETHER_URL/v1/tasks
@@ -73,6 +104,7 @@ MSG
 
   Tether is running at $url, reusing the state in $state.
   The owner key was printed on the first run; to start over, stop this and delete $state.
+  The daemon paired on the first run starts again (logs: $state/daemon.log).
   API reference: $url/v1/openapi.json
 
 MSG
@@ -82,5 +114,8 @@ MSG
     exit 1
     ;;
 esac
-echo "  Ctrl-C stops the Worker."
+echo "==> starting the paired daemon (tether up)"
+RUST_LOG="${RUST_LOG:-info}" "$tether" up >> "$state/daemon.log" 2>&1 &
+daemon_pid=$!
+echo "  Ctrl-C stops the Worker and the daemon."
 wait "$wrangler_pid"

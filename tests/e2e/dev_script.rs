@@ -1,5 +1,6 @@
 //! README command 1 itself: `bash edge/dev.sh` starts the Worker with `wrangler dev`, creates
-//! the first org and prints its key once; a second run reuses the state.
+//! the first org, prints its key once and pairs this machine, whose daemon then shows online;
+//! a second run reuses the state, daemon included.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -40,6 +41,21 @@ fn stop(mut child: Child) {
     child.wait().unwrap();
 }
 
+/// Waits until the org's one host is online; answers its id.
+async fn online_host(api: &Api) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, hosts) = api.get("/v1/hosts").await;
+        let hosts = hosts.as_array().cloned().unwrap_or_default();
+        assert!(hosts.len() <= 1, "one paired host: {hosts:?}");
+        if let Some(h) = hosts.first().filter(|h| h["online"] == true) {
+            return h["id"].as_str().unwrap().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no host online: {hosts:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn dev_script_bootstraps_once_and_reuses_its_state() {
     let state = std::env::temp_dir().join(format!("tether-dev-{}", std::process::id()));
@@ -53,7 +69,9 @@ async fn dev_script_bootstraps_once_and_reuses_its_state() {
         .find(|w| w.starts_with("tk_") && w.len() > 40)
         .unwrap_or_else(|| panic!("no key printed:\n{printed}"))
         .to_owned();
-    assert_eq!(Api::new(&url, &key).get("/v1/me").await.1["role"], "owner");
+    let api = Api::new(&url, &key);
+    assert_eq!(api.get("/v1/me").await.1["role"], "owner");
+    let host = online_host(&api).await;
     stop(first);
 
     let (second, printed) = start(port, &state);
@@ -65,6 +83,7 @@ async fn dev_script_bootstraps_once_and_reuses_its_state() {
     let (status, members) = Api::new(&url, &key).get("/v1/members").await;
     assert_eq!(status, 200, "the first run's key still works");
     assert_eq!(members.as_array().unwrap().len(), 1, "no second owner");
+    assert_eq!(online_host(&api).await, host, "the same host is back online");
     stop(second);
     let _ = std::fs::remove_dir_all(&state);
 }
