@@ -6,6 +6,7 @@ pub mod host;
 use crate::backend::Config;
 use crate::error::ApiError;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -144,26 +145,40 @@ pub fn issue_token(
         iat: now_secs,
         exp,
     };
-    let token = jsonwebtoken::encode(
+    Ok((sign(config, &claims)?, exp))
+}
+
+/// Signs `claims` as an HS256 JWT with the server's secret.
+pub(crate) fn sign(config: &Config, claims: &impl Serialize) -> Result<String, ApiError> {
+    jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
-        &claims,
+        claims,
         &EncodingKey::from_secret(&config.jwt_secret),
     )
-    .map_err(|e| ApiError::internal(&e))?;
-    Ok((token, exp))
+    .map_err(|e| ApiError::internal(&e))
+}
+
+/// Verifies an HS256 JWT for `audience`: signature, expiry (30 s leeway), issuer and audience,
+/// all required; answers its claims. `what` names the token in the 401.
+pub(crate) fn verify<C: DeserializeOwned>(
+    config: &Config,
+    token: &str,
+    audience: &str,
+    what: &str,
+) -> Result<C, ApiError> {
+    let mut v = Validation::new(Algorithm::HS256);
+    v.set_audience(&[audience]);
+    v.set_issuer(&[ISSUER]);
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    v.leeway = 30;
+    jsonwebtoken::decode::<C>(token, &DecodingKey::from_secret(&config.jwt_secret), &v)
+        .map(|d| d.claims)
+        .map_err(|e| ApiError::unauthorized(format!("invalid {what}: {e}")))
 }
 
 /// Verifies signature (HS256 only), expiry, issuer and audience.
 pub fn verify_token(config: &Config, token: &str) -> Result<Principal, ApiError> {
-    let mut v = Validation::new(Algorithm::HS256);
-    v.set_audience(&[AUDIENCE]);
-    v.set_issuer(&[ISSUER]);
-    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    v.leeway = 30;
-    let data =
-        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&config.jwt_secret), &v)
-            .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
-    let c = data.claims;
+    let c: Claims = verify(config, token, AUDIENCE, "token")?;
     Ok(Principal {
         org_id: c.org,
         member_id: c.sub,

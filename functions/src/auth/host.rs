@@ -11,7 +11,6 @@ use crate::error::ApiError;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ed25519_dalek::{Signature, VerifyingKey};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -166,31 +165,14 @@ pub fn issue_host_token(
         iat: now_secs,
         exp,
     };
-    let token = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(&config.jwt_secret),
-    )
-    .map_err(|e| ApiError::internal(&e))?;
-    Ok((token, exp))
+    Ok((super::sign(config, &claims)?, exp))
 }
 
 /// Verifies a host token: signature (HS256 only), expiry, issuer and the host audience. Says
 /// nothing about revocation since it was issued: [`crate::api::identify_host`] also checks
 /// the directory.
 pub fn verify_host_token(config: &Config, token: &str) -> Result<HostPrincipal, ApiError> {
-    let mut v = Validation::new(Algorithm::HS256);
-    v.set_audience(&[HOST_AUDIENCE]);
-    v.set_issuer(&[ISSUER]);
-    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    v.leeway = 30;
-    let c = jsonwebtoken::decode::<HostClaims>(
-        token,
-        &DecodingKey::from_secret(&config.jwt_secret),
-        &v,
-    )
-    .map_err(|e| ApiError::unauthorized(format!("invalid host token: {e}")))?
-    .claims;
+    let c: HostClaims = super::verify(config, token, HOST_AUDIENCE, "host token")?;
     if !tether_durable::ids::is_valid(HOST_ID, &c.sub) {
         return Err(ApiError::unauthorized("invalid host token: not a host"));
     }
