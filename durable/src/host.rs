@@ -12,6 +12,8 @@ pub const MAX_QUEUED: i64 = 1_000;
 pub const MAX_COMMAND_BODY: usize = 256 * 1024;
 /// Most RPCs in flight to one host.
 pub const MAX_PENDING_RPCS: usize = 256;
+/// Largest tunnel speed test (`POST /v1/hosts/{id}/speedtest`).
+pub const SPEEDTEST_MAX_BYTES: u64 = 256 * 1024 * 1024;
 /// Longest deadline an RPC may ask for.
 pub const MAX_DEADLINE_MS: u32 = 60_000;
 
@@ -171,6 +173,16 @@ impl<S: Sql> HostStore<'_, S> {
             "UPDATE host SET online = 0, reason = ?, last_seen_ms = max(coalesce(last_seen_ms, 0), ?) \
              WHERE id = 1 AND conn = ? AND revoked = 0",
             &[reason.into(), now.into(), conn.into()],
+        )? > 0)
+    }
+
+    /// The host's tunnel is gone without a close event (the edge restarted under it): offline
+    /// if it was online. Answers whether it was.
+    pub fn tunnel_lost(&self) -> Result<bool, SqlError> {
+        Ok(self.0.execute(
+            "UPDATE host SET online = 0, reason = 'tunnel lost (the edge restarted)' \
+             WHERE id = 1 AND online = 1",
+            &[],
         )? > 0)
     }
 
@@ -334,6 +346,16 @@ mod tests {
             Some(rfc3339(1_000).as_str()),
             "never goes back"
         );
+        assert!(!h.tunnel_lost().unwrap(), "already offline: the reason stays");
+        assert_eq!(h.status().unwrap().reason, "heartbeat timeout");
+        h.connected("c", 1_200).unwrap();
+        assert!(h.tunnel_lost().unwrap());
+        let s = h.status().unwrap();
+        assert_eq!(
+            (s.online, s.reason.as_str()),
+            (false, "tunnel lost (the edge restarted)")
+        );
+        assert_eq!(s.last_seen_at.as_deref(), Some(rfc3339(1_200).as_str()));
         h.enqueue("c", "k", b"", 0).unwrap();
         h.revoke(2_000).unwrap();
         assert!(h.revoked().unwrap());

@@ -259,6 +259,14 @@ impl Tunnels for HostTunnels {
             .1)
     }
 
+    async fn speedtest(&self, host: &HostRef<'_>, bytes: u64) -> Result<Vec<u8>, ApiError> {
+        let call = serde_json::json!({ "bytes": bytes });
+        Ok(self
+            .call(host, worker::Method::Post, "/speedtest", Some(&call))
+            .await?
+            .1)
+    }
+
     async fn revoke(&self, host: &HostRef<'_>) -> Result<(), ApiError> {
         self.call(host, worker::Method::Post, "/revoke", None)
             .await

@@ -152,6 +152,7 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
         (["v1", "hosts", id], Method::DELETE) => hosts::revoke(app, p, id).await,
         (["v1", "hosts", id, "info"], Method::GET) => hosts::info(app, p, id).await,
         (["v1", "hosts", id, "commands"], Method::POST) => hosts::command(app, p, id, req).await,
+        (["v1", "hosts", id, "speedtest"], Method::POST) => hosts::speedtest(app, p, id, req).await,
 
         (
             [
@@ -169,9 +170,10 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
             ],
             _,
         )
-        | (["v1", "pairing", _, "approve"] | ["v1", "hosts", _, "info" | "commands"], _) => {
-            method_not_allowed("a method this resource supports (see /v1/openapi.json)")
-        }
+        | (
+            ["v1", "pairing", _, "approve"] | ["v1", "hosts", _, "info" | "commands" | "speedtest"],
+            _,
+        ) => method_not_allowed("a method this resource supports (see /v1/openapi.json)"),
         _ => Err(ApiError::new(
             http::StatusCode::NOT_FOUND,
             "not_found",
@@ -324,7 +326,7 @@ mod doc {
             org_data::list_tasks, org_data::create_task, org_data::get_task, org_data::update_task,
             org_data::delete_task,
             pairing::create, pairing::status, pairing::approve,
-            hosts::list, hosts::get, hosts::info, hosts::command, hosts::revoke, hosts::nonce, hosts::token,
+            hosts::list, hosts::get, hosts::info, hosts::command, hosts::speedtest, hosts::revoke, hosts::nonce, hosts::token,
         ),
         modifiers(&Security),
     )]

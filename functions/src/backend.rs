@@ -69,6 +69,9 @@ pub trait Tunnels {
         kind: &str,
         body: &serde_json::Value,
     ) -> Result<Vec<u8>, ApiError>;
+    /// Has the daemon send `bytes` through one byte channel (credit flow control) and answers
+    /// the measured `{bytes, elapsed_ms, mb_per_s}` JSON.
+    async fn speedtest(&self, host: &HostRef<'_>, bytes: u64) -> Result<Vec<u8>, ApiError>;
     /// Closes the tunnel for good (the daemon stops retrying) and drops queued commands.
     async fn revoke(&self, host: &HostRef<'_>) -> Result<(), ApiError>;
 }

@@ -13,6 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::future::Future;
 use std::time::Duration;
+use tether_durable::tunnel::flow::SendWindow;
 use tether_durable::tunnel::liveness::Liveness;
 use tether_durable::tunnel::{
     self, CloseCode, Frame, Recovery, RpcError, RpcErrorCode, RpcResult, SUBPROTOCOL,
@@ -234,6 +235,7 @@ impl Tunnel<'_> {
     ) -> Ended {
         let mut liveness = Liveness::new(now_ms());
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut sources = Sources::default();
         loop {
             tokio::select! {
                 biased;
@@ -285,10 +287,19 @@ impl Tunnel<'_> {
                             continue;
                         }
                     };
-                    if let Some(reply) = self.handle(frame).await
+                    let reply = match sources.accept(frame) {
+                        Ok(reply) => reply,
+                        Err(frame) => self.handle(frame).await,
+                    };
+                    if let Some(reply) = reply
                         && send(&mut socket, &reply).await.is_err()
                     {
                         return Ended::Closed(Recovery::Reconnect, "the socket failed".into());
+                    }
+                    for frame in sources.pump() {
+                        if send(&mut socket, &frame).await.is_err() {
+                            return Ended::Closed(Recovery::Reconnect, "the socket failed".into());
+                        }
                     }
                 }
             }
@@ -342,9 +353,9 @@ impl Tunnel<'_> {
             | Frame::Data { .. }
             | Frame::Credit { .. }
             | Frame::Close { .. } => None,
-            Frame::Open { channel, .. } => Some(Frame::Close {
+            Frame::Open { channel, kind, .. } => Some(Frame::Close {
                 channel,
-                error: Some("this daemon serves no channels yet".into()),
+                error: Some(format!("this daemon serves no {kind} channels")),
             }),
         }
     }
@@ -369,6 +380,99 @@ impl Tunnel<'_> {
             "recent_commands": commands.iter().map(|c| serde_json::json!({"id": c.id, "seq": c.seq, "done": c.done_at.is_some()})).collect::<Vec<_>>(),
         });
         serde_json::to_vec(&info).map_err(|e| e.to_string())
+    }
+}
+
+/// Byte channels of kind `source` the edge opened (its speed test): each sends the number of
+/// bytes asked for, never more than the edge's credit allows, then closes.
+#[derive(Default)]
+struct Sources(std::collections::BTreeMap<u32, Source>);
+
+struct Source {
+    remaining: u64,
+    window: SendWindow,
+}
+
+/// The most a `source` channel sends.
+const MAX_SOURCE_BYTES: u64 = 1 << 30;
+
+#[derive(Deserialize)]
+struct SourceMeta {
+    bytes: u64,
+}
+
+impl Sources {
+    /// Takes the frames that concern source channels (answering any reply); hands back the
+    /// others.
+    fn accept(&mut self, frame: Frame) -> Result<Option<Frame>, Frame> {
+        match frame {
+            Frame::Open {
+                channel,
+                kind,
+                meta,
+                window,
+            } if kind == "source" => match serde_json::from_slice::<SourceMeta>(&meta) {
+                Ok(m) if m.bytes <= MAX_SOURCE_BYTES => {
+                    self.0.insert(
+                        channel,
+                        Source {
+                            remaining: m.bytes,
+                            window: SendWindow::new(window),
+                        },
+                    );
+                    Ok(None)
+                }
+                _ => Ok(Some(Frame::Close {
+                    channel,
+                    error: Some(format!("a source sends 0 to {MAX_SOURCE_BYTES} bytes")),
+                })),
+            },
+            Frame::Credit { channel, bytes } if self.0.contains_key(&channel) => {
+                let violated = self
+                    .0
+                    .get_mut(&channel)
+                    .is_some_and(|s| s.window.grant(bytes).is_err());
+                if violated {
+                    self.0.remove(&channel);
+                    return Ok(Some(Frame::Close {
+                        channel,
+                        error: Some("credit beyond the window limit".into()),
+                    }));
+                }
+                Ok(None)
+            }
+            Frame::Close { channel, .. } if self.0.contains_key(&channel) => {
+                self.0.remove(&channel);
+                Ok(None)
+            }
+            other => Err(other),
+        }
+    }
+
+    /// The data (and closes) the channels may send now.
+    fn pump(&mut self) -> Vec<Frame> {
+        let mut out = Vec::new();
+        self.0.retain(|&channel, s| {
+            while s.remaining > 0 {
+                let n = s
+                    .window
+                    .take(usize::try_from(s.remaining).unwrap_or(usize::MAX));
+                if n == 0 {
+                    return true;
+                }
+                s.remaining -= n as u64;
+                out.push(Frame::Data {
+                    channel,
+                    bytes: vec![0x5a; n],
+                });
+            }
+            out.push(Frame::Close {
+                channel,
+                error: None,
+            });
+            false
+        });
+        out
     }
 }
 
@@ -439,6 +543,61 @@ mod tests {
         let spread: std::collections::HashSet<Duration> =
             (0..50u64).map(|r| backoff(4, max, r * 7919)).collect();
         assert!(spread.len() > 10, "jitter spreads reconnects");
+    }
+
+    #[test]
+    fn a_source_channel_sends_exactly_what_was_asked_within_its_credit() {
+        let mut sources = Sources::default();
+        let open = Frame::Open {
+            channel: 2,
+            kind: "source".into(),
+            meta: br#"{"bytes": 1000000}"#.to_vec(),
+            window: 300_000,
+        };
+        assert!(matches!(sources.accept(open), Ok(None)));
+        let mut sent = 0;
+        let mut closed = false;
+        for _ in 0..100 {
+            for f in sources.pump() {
+                match f {
+                    Frame::Data { bytes, .. } => sent += bytes.len(),
+                    Frame::Close { error: None, .. } => closed = true,
+                    other => panic!("{other:?}"),
+                }
+            }
+            if closed {
+                break;
+            }
+            assert!(sent % 300_000 == 0, "stops at the credit: {sent}");
+            assert!(matches!(
+                sources.accept(Frame::Credit {
+                    channel: 2,
+                    bytes: 300_000
+                }),
+                Ok(None)
+            ));
+        }
+        assert_eq!((sent, closed), (1_000_000, true));
+        let other = Frame::Open {
+            channel: 4,
+            kind: "pty".into(),
+            meta: vec![],
+            window: 1,
+        };
+        assert!(
+            sources.accept(other).is_err(),
+            "other kinds are not sources"
+        );
+        let huge = Frame::Open {
+            channel: 6,
+            kind: "source".into(),
+            meta: br#"{"bytes": 99999999999}"#.to_vec(),
+            window: 1,
+        };
+        assert!(matches!(
+            sources.accept(huge),
+            Ok(Some(Frame::Close { .. }))
+        ));
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //!   many are pending.
 //! - `POST /command` `{id, kind, body}`: persisted, sent now if the host is online, otherwise on
 //!   reconnect; it stays queued until the daemon acks it.
+//! - `POST /speedtest` `{bytes}`: the daemon sends that many bytes through one byte channel,
+//!   under credit flow control; answers the throughput.
 //! - `GET /status`, `POST /revoke` (closes the tunnel with `Forbidden`; later connects get 403).
 //!
 //! Liveness: the alarm pings every 10 s while a tunnel is open and closes it as `Stale` after
@@ -19,9 +21,10 @@
 
 use super::do_sql::DoSql;
 use crate::error::ErrorBody;
-use crate::host::{HostStore, MAX_DEADLINE_MS, MAX_PENDING_RPCS, QueueError};
+use crate::host::{HostStore, MAX_DEADLINE_MS, MAX_PENDING_RPCS, QueueError, SPEEDTEST_MAX_BYTES};
 use crate::sql::SqlError;
 use crate::time::now_ms;
+use crate::tunnel::flow::RecvWindow;
 use crate::tunnel::liveness::{DEAD_AFTER_MS, PING_EVERY_MS};
 use crate::tunnel::pending::Pending;
 use crate::tunnel::{self, CloseCode, Frame, RpcError, RpcErrorCode, RpcResult, SUBPROTOCOL};
@@ -29,6 +32,7 @@ use futures::channel::oneshot;
 use futures::future::{Either, select};
 use serde::Deserialize;
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use worker::{
     Delay, DurableObject, Env, Method, Request, Response, Result, State, WebSocket,
@@ -37,6 +41,12 @@ use worker::{
 
 /// The host's id (set by the Worker).
 pub const HOST_HEADER: &str = "x-tether-host";
+/// `WebSocket.readyState` of an open socket.
+const OPEN: u16 = 1;
+/// Credit a channel reader grants (and re-grants as it consumes).
+const CHANNEL_WINDOW: u32 = 1024 * 1024;
+/// Most byte channels open to one host.
+const MAX_SINKS: usize = 16;
 
 #[durable_object]
 pub struct HostObject {
@@ -46,6 +56,22 @@ pub struct HostObject {
     /// RPCs waiting for the daemon's answer (in memory: a waiting request keeps the object
     /// awake, so they never outlive it).
     pending: RefCell<Pending<oneshot::Sender<RpcResult>>>,
+    /// Byte channels this object opened and reads (the edge opens even ids).
+    sinks: RefCell<BTreeMap<u32, Sink>>,
+    next_channel: Cell<u32>,
+}
+
+/// The reading end of a byte channel: counts what arrives within the credit it granted and
+/// grants more as it consumes.
+struct Sink {
+    window: RecvWindow,
+    received: u64,
+    done: Option<oneshot::Sender<std::result::Result<u64, String>>>,
+}
+
+#[derive(Deserialize)]
+struct SpeedtestCall {
+    bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -96,9 +122,23 @@ impl HostObject {
         Ok(store)
     }
 
-    /// The open tunnel, if any (the newest, should there briefly be two).
+    /// The open tunnel, if any (the newest, should there briefly be two). A socket this object
+    /// has closed stays listed until the peer answers the close, which a half-open one never
+    /// does, so only sockets still `OPEN` count.
     fn socket(&self) -> Option<WebSocket> {
-        self.state.get_websockets().into_iter().last()
+        self.state
+            .get_websockets()
+            .into_iter()
+            .filter(|ws| AsRef::<worker::web_sys::WebSocket>::as_ref(ws).ready_state() == OPEN)
+            .last()
+    }
+
+    /// The store says online but no tunnel is open: the sockets went with the edge's restart
+    /// (no close event reaches the new instance), so record the host offline.
+    fn check_tunnel(&self, store: &HostStore<'_, DoSql>) {
+        if self.socket().is_none() {
+            let _ = store.tunnel_lost();
+        }
     }
 
     fn touch(&self) {
@@ -147,11 +187,11 @@ impl HostObject {
 
     async fn rpc(&self, call: RpcCall) -> Result<Response> {
         let Some(ws) = self.socket() else {
-            let reason = self
-                .store()
-                .ok()
-                .and_then(|s| s.status().ok())
-                .map(|s| s.reason);
+            let reason = self.store().ok().and_then(|s| {
+                self.check_tunnel(&s);
+                s.status().ok()
+            });
+            let reason = reason.map(|s| s.reason);
             return error(
                 503,
                 "host_offline",
@@ -207,8 +247,116 @@ impl HostObject {
         }
     }
 
+    /// Has the daemon send `bytes` through one byte channel under credit flow control, and
+    /// measures it: `{bytes, elapsed_ms, mb_per_s}`.
+    async fn speedtest(&self, bytes: u64) -> Result<Response> {
+        if bytes == 0 || bytes > SPEEDTEST_MAX_BYTES {
+            return error(
+                422,
+                "validation_failed",
+                format!("bytes: 1 to {SPEEDTEST_MAX_BYTES}"),
+            );
+        }
+        let Some(ws) = self.socket() else {
+            return error(503, "host_offline", "the host is offline");
+        };
+        if self.sinks.borrow().len() >= MAX_SINKS {
+            return error(429, "overloaded", "too many channels are open to this host");
+        }
+        let channel = self.next_channel.get() + 2;
+        self.next_channel.set(channel);
+        let (tx, rx) = oneshot::channel();
+        self.sinks.borrow_mut().insert(
+            channel,
+            Sink {
+                window: RecvWindow::new(CHANNEL_WINDOW),
+                received: 0,
+                done: Some(tx),
+            },
+        );
+        let started = now_ms();
+        let open = Frame::Open {
+            channel,
+            kind: "source".into(),
+            meta: serde_json::to_vec(&serde_json::json!({ "bytes": bytes }))?,
+            window: CHANNEL_WINDOW,
+        };
+        if let Err(e) = send(&ws, &open) {
+            self.sinks.borrow_mut().remove(&channel);
+            return error(503, "host_offline", format!("the tunnel failed: {e}"));
+        }
+        let outcome = select(
+            rx,
+            Delay::from(Duration::from_millis(u64::from(MAX_DEADLINE_MS))),
+        )
+        .await;
+        self.sinks.borrow_mut().remove(&channel);
+        match outcome {
+            Either::Left((Ok(Ok(received)), _)) if received == bytes => {
+                let elapsed_ms = (now_ms() - started).max(1);
+                Response::from_json(&serde_json::json!({
+                    "bytes": received,
+                    "elapsed_ms": elapsed_ms,
+                    "mb_per_s": received as f64 / 1e6 / (elapsed_ms as f64 / 1e3),
+                }))
+            }
+            Either::Left((Ok(Ok(received)), _)) => error(
+                502,
+                "host_error",
+                format!("the host sent {received} of {bytes} bytes"),
+            ),
+            Either::Left((Ok(Err(e)), _)) => error(502, "host_error", e),
+            Either::Left((Err(_), _)) => error(503, "host_offline", "the tunnel closed"),
+            Either::Right(_) => {
+                let _ = send(
+                    &ws,
+                    &Frame::Close {
+                        channel,
+                        error: Some("deadline".into()),
+                    },
+                );
+                error(
+                    504,
+                    "deadline_exceeded",
+                    "the transfer did not finish in time",
+                )
+            }
+        }
+    }
+
+    /// Data on a channel this object reads: checked against the credit, counted, and credit
+    /// given back.
+    fn sink_data(&self, ws: &WebSocket, channel: u32, len: usize) -> Result<()> {
+        let mut sinks = self.sinks.borrow_mut();
+        let Some(sink) = sinks.get_mut(&channel) else {
+            return Ok(());
+        };
+        if let Err(e) = sink.window.received(len) {
+            if let Some(done) = sink.done.take() {
+                let _ = done.send(Err(e.to_string()));
+            }
+            return send(
+                ws,
+                &Frame::Close {
+                    channel,
+                    error: Some(e.to_string()),
+                },
+            );
+        }
+        sink.received += len as u64;
+        match sink.window.consumed(len) {
+            Some(bytes) => send(ws, &Frame::Credit { channel, bytes }),
+            None => Ok(()),
+        }
+    }
+
     /// Tells every waiting caller the tunnel is gone.
     fn fail_pending(&self) {
+        for (_, mut sink) in std::mem::take(&mut *self.sinks.borrow_mut()) {
+            if let Some(done) = sink.done.take() {
+                let _ = done.send(Err("the tunnel closed".into()));
+            }
+        }
         for (_, tx) in self.pending.borrow_mut().drain() {
             let _ = tx.send(RpcResult::Err(RpcError {
                 code: RpcErrorCode::Draining,
@@ -256,12 +404,19 @@ impl HostObject {
                     error: Some("the edge opens no channels from hosts".into()),
                 },
             ),
+            Frame::Data { channel, bytes } => self.sink_data(ws, channel, bytes.len()),
+            Frame::Close { channel, error } => {
+                if let Some(mut sink) = self.sinks.borrow_mut().remove(&channel)
+                    && let Some(done) = sink.done.take()
+                {
+                    let _ = done.send(error.map_or(Ok(sink.received), Err));
+                }
+                Ok(())
+            }
             // The daemon's close that follows a drain carries the reason.
             Frame::Drain { .. }
             | Frame::Cancel { .. }
-            | Frame::Data { .. }
             | Frame::Credit { .. }
-            | Frame::Close { .. }
             | Frame::Command { .. } => Ok(()),
         }
     }
@@ -281,6 +436,8 @@ impl DurableObject for HostObject {
             sql,
             opened: Cell::new(false),
             pending: RefCell::new(Pending::new(MAX_PENDING_RPCS)),
+            sinks: RefCell::new(BTreeMap::new()),
+            next_channel: Cell::new(0),
         }
     }
 
@@ -327,10 +484,17 @@ impl DurableObject for HostObject {
                     Err(e) => error(500, "internal", e.to_string()),
                 }
             }
-            (Method::Get, "/status") => match store.status() {
-                Ok(s) => Response::from_json(&s),
-                Err(e) => error(500, "internal", e.to_string()),
+            (Method::Post, "/speedtest") => match req.json::<SpeedtestCall>().await {
+                Ok(call) => self.speedtest(call.bytes).await,
+                Err(e) => error(400, "bad_request", e.to_string()),
             },
+            (Method::Get, "/status") => {
+                self.check_tunnel(&store);
+                match store.status() {
+                    Ok(s) => Response::from_json(&s),
+                    Err(e) => error(500, "internal", e.to_string()),
+                }
+            }
             (Method::Post, "/revoke") => {
                 if let Err(e) = store.revoke(now_ms()) {
                     return error(500, "internal", e.to_string());
@@ -392,10 +556,11 @@ impl DurableObject for HostObject {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        let Some(ws) = self.socket() else {
+        let Ok(store) = self.store() else {
             return Response::empty();
         };
-        let Ok(store) = self.store() else {
+        let Some(ws) = self.socket() else {
+            self.check_tunnel(&store);
             return Response::empty();
         };
         let now = now_ms();

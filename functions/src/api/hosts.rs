@@ -107,6 +107,43 @@ pub async fn command(
     Ok(h::json_bytes(StatusCode::ACCEPTED, body))
 }
 
+/// A speed test of the host's tunnel.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Speedtest {
+    /// How many bytes the daemon sends, 1 to 268435456 (256 MiB).
+    pub bytes: u64,
+}
+
+/// Measures the tunnel: the daemon sends `bytes` through one byte channel under credit flow
+/// control, and the answer says how fast it arrived.
+#[utoipa::path(post, path = "/v1/hosts/{id}/speedtest", tag = "hosts", params(("id" = String, Path)),
+    request_body = Speedtest,
+    responses((status = 200, description = "{bytes, elapsed_ms, mb_per_s}"),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn speedtest(
+    app: &impl Backend,
+    p: &Principal,
+    id: &str,
+    req: &Request,
+) -> Result<Response, ApiError> {
+    let input: Speedtest = h::body(req)?;
+    if !(1..=tether_durable::host::SPEEDTEST_MAX_BYTES).contains(&input.bytes) {
+        return Err(ApiError::invalid(
+            "bytes",
+            format!("1 to {}", tether_durable::host::SPEEDTEST_MAX_BYTES),
+        ));
+    }
+    let host = live_host(app, p, id).await?;
+    let body = app
+        .tunnels()
+        .speedtest(&host_ref(&host), input.bytes)
+        .await?;
+    Ok(h::json_bytes(StatusCode::OK, body))
+}
+
 /// A host of the caller's org that is not revoked.
 async fn live_host(app: &impl Backend, p: &Principal, id: &str) -> Result<Host, ApiError> {
     let host = hosts::host(app.db(), &p.org_id, id).await?;

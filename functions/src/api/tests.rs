@@ -96,6 +96,14 @@ impl Tunnels for TestTunnels {
         Ok(serde_json::to_vec(&json!({"id": id, "seq": self.commands.borrow().len()})).unwrap())
     }
 
+    async fn speedtest(&self, _: &HostRef<'_>, _: u64) -> Result<Vec<u8>, ApiError> {
+        Err(ApiError::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "host_offline",
+            "the host is offline: never connected",
+        ))
+    }
+
     async fn revoke(&self, host: &HostRef<'_>) -> Result<(), ApiError> {
         self.revoked
             .borrow_mut()
