@@ -287,6 +287,15 @@ impl Tunnel<'_> {
                             continue;
                         }
                     };
+                    if let Frame::Drain { reason, .. } = &frame {
+                        // The edge is going away: close cleanly and come back.
+                        let reason = format!("drained by the edge: {reason}");
+                        let _ = socket.close(Some(CloseFrame {
+                            code: WsCloseCode::from(CloseCode::Drained.code()),
+                            reason: reason.clone().into(),
+                        })).await;
+                        return Ended::Closed(Recovery::Reconnect, reason);
+                    }
                     let reply = match sources.accept(frame) {
                         Ok(reply) => reply,
                         Err(frame) => self.handle(frame).await,

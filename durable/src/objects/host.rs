@@ -59,6 +59,8 @@ pub struct HostObject {
     /// Byte channels this object opened and reads (the edge opens even ids).
     sinks: RefCell<BTreeMap<u32, Sink>>,
     next_channel: Cell<u32>,
+    /// The daemon announced it is going away (in-band drain): no new requests until it is back.
+    draining: Cell<bool>,
 }
 
 /// The reading end of a byte channel: counts what arrives within the credit it granted and
@@ -151,6 +153,7 @@ impl HostObject {
         if store.revoked().unwrap_or(false) {
             return error(403, "forbidden", "this host was revoked");
         }
+        self.draining.set(false);
         for old in self.state.get_websockets() {
             let _ = old.close(
                 Some(CloseCode::Replaced.code()),
@@ -186,6 +189,9 @@ impl HostObject {
     }
 
     async fn rpc(&self, call: RpcCall) -> Result<Response> {
+        if self.draining.get() {
+            return error(503, "host_draining", "the host's daemon is shutting down");
+        }
         let Some(ws) = self.socket() else {
             let reason = self.store().ok().and_then(|s| {
                 self.check_tunnel(&s);
@@ -413,11 +419,12 @@ impl HostObject {
                 }
                 Ok(())
             }
-            // The daemon's close that follows a drain carries the reason.
-            Frame::Drain { .. }
-            | Frame::Cancel { .. }
-            | Frame::Credit { .. }
-            | Frame::Command { .. } => Ok(()),
+            // No new requests; the daemon's close that follows carries the reason.
+            Frame::Drain { .. } => {
+                self.draining.set(true);
+                Ok(())
+            }
+            Frame::Cancel { .. } | Frame::Credit { .. } | Frame::Command { .. } => Ok(()),
         }
     }
 }
@@ -438,6 +445,7 @@ impl DurableObject for HostObject {
             pending: RefCell::new(Pending::new(MAX_PENDING_RPCS)),
             sinks: RefCell::new(BTreeMap::new()),
             next_channel: Cell::new(0),
+            draining: Cell::new(false),
         }
     }
 
