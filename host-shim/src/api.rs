@@ -114,22 +114,6 @@ pub struct HostSummary {
     pub queued_commands: Option<i64>,
 }
 
-/// A page of a list: `{"data": [...], "next_cursor": ...}`.
-#[derive(Clone, Debug, Deserialize)]
-pub struct Page<T> {
-    pub data: Vec<T>,
-    #[serde(default)]
-    pub next_cursor: Option<String>,
-}
-
-/// A list answer: a plain array, or one page of a paged list.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
-pub enum List<T> {
-    All(Vec<T>),
-    Page(Page<T>),
-}
-
 /// What `GET /health` showed.
 #[derive(Clone, Debug)]
 pub struct Health {
@@ -296,49 +280,23 @@ impl ApiClient {
         self.json(Method::POST, &path, req).await
     }
 
-    /// `GET /v1/hosts`, every page.
+    /// `GET /v1/hosts`.
     pub async fn list_hosts(&self) -> Result<Vec<HostSummary>, Error> {
-        let url = format!("{}/v1/hosts", self.server);
-        self.list_hosts_json()
-            .await?
-            .into_iter()
-            .map(|h| {
-                serde_json::from_value(h).map_err(|source| Error::UnexpectedBody {
-                    method: "GET",
-                    url: url.clone(),
-                    source,
-                })
-            })
-            .collect()
+        let req = self.request(Method::GET, "/v1/hosts");
+        self.json(Method::GET, "/v1/hosts", req).await
     }
 
-    /// `GET /v1/hosts`, every page, each host exactly as the API sent it.
+    /// `GET /v1/hosts`, each host exactly as the API sent it.
     pub async fn list_hosts_json(&self) -> Result<Vec<serde_json::Value>, Error> {
-        let mut hosts = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let path = match &cursor {
-                Some(c) => format!("/v1/hosts?cursor={}", segment(c)),
-                None => "/v1/hosts".to_owned(),
-            };
-            let req = self.request(Method::GET, &path);
-            match self
-                .json::<List<serde_json::Value>>(Method::GET, &path, req)
-                .await?
-            {
-                List::All(all) => {
-                    hosts.extend(all);
-                    return Ok(hosts);
-                }
-                List::Page(page) => {
-                    hosts.extend(page.data);
-                    match page.next_cursor {
-                        Some(c) if cursor.as_ref() != Some(&c) => cursor = Some(c),
-                        _ => return Ok(hosts),
-                    }
-                }
-            }
-        }
+        let req = self.request(Method::GET, "/v1/hosts");
+        self.json(Method::GET, "/v1/hosts", req).await
+    }
+
+    /// `GET /v1/hosts/{id}`: one host with its tunnel's status.
+    pub async fn host(&self, id: &str) -> Result<HostSummary, Error> {
+        let path = format!("/v1/hosts/{}", segment(id));
+        let req = self.request(Method::GET, &path);
+        self.json(Method::GET, &path, req).await
     }
 
     /// `DELETE /v1/hosts/{id}`: revokes the host.
@@ -448,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn host_lists_in_either_shape() {
+    fn hosts_decode_with_their_status() {
         let host = serde_json::json!({
             "id": "hst_1", "org_id": "org_1", "name": "box", "os": "linux", "arch": "x86_64",
             "public_key": "abc", "agents": [{"name": "claude", "version": "1.0.0"}],
@@ -456,22 +414,12 @@ mod tests {
             "online": false, "reason": "never connected", "last_seen_at": null,
             "queued_commands": 0
         });
-        let all: List<HostSummary> = serde_json::from_value(serde_json::json!([host])).unwrap();
-        let List::All(all) = all else {
-            panic!("not a plain list")
-        };
+        let all: Vec<HostSummary> = serde_json::from_value(serde_json::json!([host])).unwrap();
         let h = all.first().unwrap();
         assert_eq!(h.online, Some(false));
         assert_eq!(h.reason.as_deref(), Some("never connected"));
         assert_eq!(h.revoked_at, None);
         assert_eq!(h.queued_commands, Some(0));
-
-        let page: List<HostSummary> =
-            serde_json::from_value(serde_json::json!({"data": [host], "next_cursor": "c1"}))
-                .unwrap();
-        assert!(
-            matches!(page, List::Page(Page { ref data, next_cursor: Some(_) }) if data.len() == 1)
-        );
     }
 
     #[test]

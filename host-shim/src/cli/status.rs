@@ -38,9 +38,33 @@ pub async fn status(paths: &Paths) -> Result<ExitCode> {
     } else {
         "not running (`tether up`)"
     };
+    let tunnel = match (
+        &pairing,
+        Config::load(&config_file)
+            .ok()
+            .and_then(|c| c.login().map(|(s, k)| (s.to_owned(), k.to_owned()))),
+    ) {
+        (Some(p), Some((login_server, key))) if login_server == p.server => {
+            match tether::api::ApiClient::new(&p.server, Some(&key)) {
+                Ok(api) => match api.host(&p.host_id).await {
+                    Ok(h) if h.online == Some(true) => "online".to_owned(),
+                    Ok(h) => format!(
+                        "offline: {} (last seen {})",
+                        h.reason.unwrap_or_default(),
+                        h.last_seen_at.unwrap_or_else(|| "never".into())
+                    ),
+                    Err(e) => format!("unknown: {e}"),
+                },
+                Err(e) => format!("unknown: {e}"),
+            }
+        }
+        (Some(_), _) => "unknown (`tether login` to the same server shows it)".to_owned(),
+        (None, _) => "-".to_owned(),
+    };
     let rows = [
         ("paired", paired.to_owned()),
         ("host", host),
+        ("tunnel", tunnel),
         ("server", server),
         ("identity", identity),
         ("daemon", daemon.to_owned()),
