@@ -40,5 +40,8 @@ printf 'Spin component: %s bytes raw, %s bytes gzip\n' "$(stat -c %s "$spin_wasm
 step "the Worker"
 bash edge/build.sh
 
+step "the tether daemon (the end-to-end tests run it)"
+cargo build -p tether --locked
+
 step "tests: unit and end to end"
 cargo test --locked
