@@ -346,7 +346,10 @@ mod tests {
             Some(rfc3339(1_000).as_str()),
             "never goes back"
         );
-        assert!(!h.tunnel_lost().unwrap(), "already offline: the reason stays");
+        assert!(
+            !h.tunnel_lost().unwrap(),
+            "already offline: the reason stays"
+        );
         assert_eq!(h.status().unwrap().reason, "heartbeat timeout");
         h.connected("c", 1_200).unwrap();
         assert!(h.tunnel_lost().unwrap());

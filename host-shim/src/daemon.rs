@@ -115,8 +115,12 @@ pub async fn run_daemon(daemon: Daemon, shutdown: impl Future<Output = ()>) -> R
         host_id: daemon.pairing.host_id.clone(),
         identity: &daemon.identity,
         state: &daemon.state,
+        // No idle connections kept: the client is used once per connect, and when a tunnel
+        // dies of silence (a half-open path) a pooled connection on that path is dead too; reusing
+        // it would stall the reconnect until the timeout.
         http: reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(15))
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(Error::HttpClient)?,
     };

@@ -51,7 +51,10 @@ async fn online_host(api: &Api) -> String {
         if let Some(h) = hosts.first().filter(|h| h["online"] == true) {
             return h["id"].as_str().unwrap().to_owned();
         }
-        assert!(std::time::Instant::now() < deadline, "no host online: {hosts:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no host online: {hosts:?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
@@ -83,7 +86,11 @@ async fn dev_script_bootstraps_once_and_reuses_its_state() {
     let (status, members) = Api::new(&url, &key).get("/v1/members").await;
     assert_eq!(status, 200, "the first run's key still works");
     assert_eq!(members.as_array().unwrap().len(), 1, "no second owner");
-    assert_eq!(online_host(&api).await, host, "the same host is back online");
+    assert_eq!(
+        online_host(&api).await,
+        host,
+        "the same host is back online"
+    );
     stop(second);
     let _ = std::fs::remove_dir_all(&state);
 }

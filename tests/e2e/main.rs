@@ -1,5 +1,6 @@
 //! End-to-end tests: the built Worker in workerd (Miniflare) and the Spin component under
-//! `wasmtime serve`, driven over HTTP on 127.0.0.1. See tests/README.md for the tiers.
+//! `wasmtime serve`, driven over HTTP on 127.0.0.1, and real `tether` daemons connected to the
+//! Worker. See tests/README.md for the tiers.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,6 +11,7 @@
 mod api;
 mod bad_input;
 mod dev_script;
+mod hosts;
 mod identity;
 mod isolation;
 mod persistence;

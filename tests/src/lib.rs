@@ -1,14 +1,18 @@
 //! Helpers for the end-to-end tests and benchmarks: start the built Worker in workerd (through
 //! the Miniflare harness), the Spin component under `wasmtime serve` or the Durable Streams
-//! reference server, on 127.0.0.1 free ports, and talk to them over HTTP. Every process started
-//! here is killed when its handle drops, and the Node harnesses also exit when their stdin
-//! closes, so nothing outlives a test.
+//! reference server, on 127.0.0.1 free ports, and talk to them over HTTP; pair machines and run
+//! real `tether` daemons ([`host`]). Every process started here is stopped when its handle
+//! drops, and the Node harnesses also exit when their stdin closes, so nothing outlives a test.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing
 )]
+
+pub mod host;
+
+pub use host::{HostHome, TempDir, TetherDaemon, pair, tether_bin};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -25,7 +29,8 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-fn random_secret() -> String {
+/// 32 random bytes in hex: a secret for one run.
+pub fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the OS has randomness");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -112,12 +117,26 @@ impl Worker {
         jwt_secret: &str,
         bootstrap_token: &str,
     ) -> Result<Self> {
+        Self::start_on(0, persist, jwt_secret, bootstrap_token)
+    }
+
+    /// Starts the built Worker on 127.0.0.1:`port` (0: a free one). A Worker restarted on the
+    /// same port with the same `persist` folder and secrets is, to its clients, the same edge
+    /// coming back.
+    pub fn start_on(
+        port: u16,
+        persist: Option<&Path>,
+        jwt_secret: &str,
+        bootstrap_token: &str,
+    ) -> Result<Self> {
         if !root().join("edge/build/index.js").exists() {
             bail!("the Worker is not built: run `bash edge/build.sh` (tests/run.sh does)");
         }
+        let port = port.to_string();
         let mut env = vec![
             ("JWT_SECRET", jwt_secret.as_ref()),
             ("BOOTSTRAP_TOKEN", bootstrap_token.as_ref()),
+            ("PORT", port.as_ref()),
         ];
         if let Some(dir) = persist {
             env.push(("PERSIST_DIR", dir.as_os_str()));
@@ -330,4 +349,24 @@ pub async fn new_org(base: &str, owner_key: &str, name: &str, prefix: &str) -> S
         .await;
     assert_eq!(s, 201, "{o}");
     o["api_key"]["secret"].as_str().unwrap().to_owned()
+}
+
+/// Calls `check` every `every` until it answers `Ok`, and answers that value; panics saying
+/// `what` did not happen, with the last `Err` (what `check` saw), if `within` passes first.
+pub async fn poll_until<T, F, Fut>(what: &str, within: Duration, every: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let last = match check().await {
+            Ok(v) => return v,
+            Err(last) => last,
+        };
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {within:?}; last seen: {last}");
+        }
+        tokio::time::sleep(every).await;
+    }
 }

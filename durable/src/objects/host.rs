@@ -17,7 +17,8 @@
 //! - `GET /status`, `POST /revoke` (closes the tunnel with `Forbidden`; later connects get 403).
 //!
 //! Liveness: the alarm pings every 10 s while a tunnel is open and closes it as `Stale` after
-//! 25 s of silence (a half-open socket); the daemon runs the same clock on its side.
+//! 25 s of silence (a half-open socket), waking at that moment rather than at the next ping;
+//! the daemon runs the same clock on its side.
 
 use super::do_sql::DoSql;
 use crate::error::ErrorBody;
@@ -583,7 +584,10 @@ impl DurableObject for HostObject {
             return Response::empty();
         }
         let _ = send(&ws, &Frame::Ping { nonce: now as u64 });
-        self.state.storage().set_alarm(PING_EVERY_MS).await?;
+        // The next ping, or sooner the moment the silence would become fatal: a half-open socket
+        // is noticed DEAD_AFTER_MS after the last heartbeat, not up to a ping period later.
+        let next = PING_EVERY_MS.min(last_seen + DEAD_AFTER_MS - now);
+        self.state.storage().set_alarm(next).await?;
         Response::empty()
     }
 }

@@ -1,0 +1,294 @@
+//! Real `tether` processes for the end-to-end tests and benchmarks: a machine's folders
+//! ([`HostHome`]), pairing it through the CLI and the API ([`pair`]), and the daemon
+//! ([`TetherDaemon`], `tether up`), which is stopped with SIGTERM (then killed, as a last
+//! resort) when its handle drops. Signals go to the one process id this handle started.
+
+use crate::Api;
+use anyhow::{Context, Result, bail};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The built `tether` binary: `$TETHER_BIN` (relative to the workspace root), else
+/// `target/debug/tether`.
+pub fn tether_bin() -> Result<PathBuf> {
+    let bin = std::env::var_os("TETHER_BIN").unwrap_or_else(|| "target/debug/tether".into());
+    let bin = crate::root().join(bin);
+    if !bin.exists() {
+        bail!(
+            "{} is not built: run `cargo build -p tether` (or set TETHER_BIN)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+static DIRS: AtomicU64 = AtomicU64::new(0);
+
+/// A folder under the system's temporary folder, removed (with its contents) on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        let n = DIRS.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tether-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One machine's `tether` folders: config, state and a private HOME, so a test's daemons never
+/// read or write the user's (one state folder per daemon).
+pub struct HostHome {
+    dir: TempDir,
+    logs: AtomicU64,
+}
+
+impl HostHome {
+    pub fn new(label: &str) -> Self {
+        Self {
+            dir: TempDir::new(label),
+            logs: AtomicU64::new(0),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.path().join("config")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    /// The host's Ed25519 key (`tether::identity::Identity::load` reads it).
+    pub fn key_file(&self) -> PathBuf {
+        self.state_dir().join("host.key")
+    }
+
+    /// `tether ARGS` with this machine's folders and nothing from the caller's environment
+    /// that could point it elsewhere.
+    pub fn command(&self, args: &[&str]) -> Result<Command> {
+        let mut c = Command::new(tether_bin()?);
+        c.args(args)
+            .env("HOME", self.path())
+            .env("XDG_CONFIG_HOME", self.path().join("xdg-config"))
+            .env("XDG_STATE_HOME", self.path().join("xdg-state"))
+            .env("TETHER_CONFIG_DIR", self.config_dir())
+            .env("TETHER_STATE_DIR", self.state_dir())
+            .env_remove("TETHER_URL")
+            .env_remove("TETHER_KEY")
+            .stdin(Stdio::null());
+        Ok(c)
+    }
+
+    /// A new log file in this home, for one process's stderr.
+    fn log_file(&self, what: &str) -> PathBuf {
+        let n = self.logs.fetch_add(1, Ordering::Relaxed);
+        self.path().join(format!("{what}-{n}.log"))
+    }
+}
+
+/// Pairs the machine `home` with the org of `api`'s member key: runs `tether pair --server
+/// SERVER --name NAME` (SERVER is what the daemon will connect to; it may be a proxy in front of
+/// `api`'s Worker), approves the code it prints through the API, and waits for it to save the
+/// pairing and exit 0. Answers the host's id.
+pub async fn pair(api: &Api, server: &str, home: &HostHome, name: &str) -> Result<String> {
+    let log = home.log_file("pair");
+    let mut cmd =
+        tokio::process::Command::from(home.command(&["pair", "--server", server, "--name", name])?);
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(File::create(&log)?)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting tether pair")?;
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    let code = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = out.next_line().await? {
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(code) = line.trim().strip_prefix("Pairing code:") {
+                return Ok(code.trim().to_owned());
+            }
+        }
+        bail!("tether pair ended without a code")
+    })
+    .await
+    .with_context(|| format!("tether pair printed no code within 30 s: {printed}"))??;
+
+    let (status, host) = api
+        .post(
+            &format!("/v1/pairing/{code}/approve"),
+            serde_json::json!({}),
+        )
+        .await;
+    if status != 201 {
+        bail!("approving {code} answered {status}: {host}");
+    }
+    let host_id = host["id"].as_str().context("no host id")?.to_owned();
+
+    // It polls every 2 s; then it saves the pairing and exits.
+    let rest = async {
+        while let Some(line) = out.next_line().await? {
+            printed.push_str(&line);
+            printed.push('\n');
+        }
+        Ok::<_, anyhow::Error>(child.wait().await?)
+    };
+    let status = tokio::time::timeout(Duration::from_secs(30), rest)
+        .await
+        .context("tether pair did not finish within 30 s of the approval")??;
+    if !status.success() || !printed.contains(&format!("this machine is host {host_id}")) {
+        bail!(
+            "tether pair ended {status}: {printed}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    Ok(host_id)
+}
+
+/// `tether up` for one [`HostHome`], its stderr (the daemon's logs, `RUST_LOG=info` unless
+/// set) in a file of that home. Dropping it stops the daemon: SIGTERM, then SIGKILL after 10 s.
+pub struct TetherDaemon {
+    child: Child,
+    log: PathBuf,
+    exited: Option<ExitStatus>,
+}
+
+impl TetherDaemon {
+    pub fn start(home: &HostHome) -> Result<Self> {
+        let log = home.log_file("up");
+        let mut cmd = home.command(&["up"])?;
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(File::create(&log)?)
+            .spawn()
+            .context("starting tether up")?;
+        Ok(Self {
+            child,
+            log,
+            exited: None,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the daemon has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its exit status, if it has exited (without waiting).
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().ok().flatten();
+        }
+        self.exited
+    }
+
+    /// Sends `signal` (a `kill` name such as `TERM`) to this daemon, unless it has exited. Until
+    /// it is waited for, its process id cannot be reused, so the signal reaches this process.
+    pub fn signal(&mut self, signal: &str) {
+        if self.try_exit().is_some() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// Waits up to `timeout` for the daemon to exit.
+    pub async fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_exit() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM, and its exit status (it must exit within 10 s).
+    pub async fn stop(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        match self.wait(Duration::from_secs(10)).await {
+            Some(s) => s,
+            None => panic!(
+                "tether up (pid {}) did not stop within 10 s of SIGTERM:\n{}",
+                self.pid(),
+                self.log()
+            ),
+        }
+    }
+
+    /// SIGKILL: the daemon dies without a word to the edge (its sockets are closed by the OS).
+    pub async fn kill(&mut self) -> ExitStatus {
+        if self.try_exit().is_none() {
+            let _ = self.child.kill();
+        }
+        self.wait(Duration::from_secs(10))
+            .await
+            .expect("a killed process exits")
+    }
+
+    /// Resident memory (`VmRSS` in /proc/PID/status), in KiB, while it runs.
+    pub fn rss_kib(&mut self) -> Option<u64> {
+        if self.try_exit().is_some() {
+            return None;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for TetherDaemon {
+    fn drop(&mut self) {
+        if self.try_exit().is_some() {
+            return;
+        }
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.try_exit().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
