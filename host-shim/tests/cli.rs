@@ -1,7 +1,7 @@
 //! The built `tether` binary, run as a user would, with its config and state in a temporary
 //! folder, against a small in-process stand-in for the edge's REST API (the routes the CLI
-//! calls, with the documented shapes). The end-to-end pairing against the real Worker lives in
-//! tests/e2e once the host API exists.
+//! calls, with the documented shapes). Pairing and the tunnel against the real Worker are in
+//! tests/e2e/hosts.rs.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
