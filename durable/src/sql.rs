@@ -131,11 +131,12 @@ pub use native::NativeSql;
 #[cfg(any(test, feature = "native-sqlite"))]
 mod native {
     use super::{Sql, SqlError, SqlValue};
+    use libsql_sys::rusqlite;
     use rusqlite::types::{ToSqlOutput, ValueRef};
     use serde::de::DeserializeOwned;
     use std::cell::RefCell;
 
-    /// An in-memory (or file) SQLite database through rusqlite, for native tests.
+    /// An in-memory (or file) SQLite database through rusqlite (libsql's fork), for native tests.
     pub struct NativeSql {
         conn: RefCell<rusqlite::Connection>,
     }
@@ -192,7 +193,7 @@ mod native {
         ) -> Result<Vec<T>, SqlError> {
             let conn = self.conn.borrow();
             let mut stmt = conn.prepare(sql).map_err(err)?;
-            let names: Vec<String> = stmt.column_names().map(str::to_owned).collect();
+            let names: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
             let mut rows = stmt
                 .query(rusqlite::params_from_iter(params))
                 .map_err(err)?;

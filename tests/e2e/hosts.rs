@@ -362,6 +362,14 @@ async fn a_stalled_socket_is_detected_and_the_daemon_reconnects() {
 
     proxy.stall().await;
     let stalled = Instant::now();
+    // Until the edge notices, it still believes the host is there: a question through the
+    // tunnel goes unanswered and ends at its deadline with 504.
+    let (s, e) = api.get(&format!("/v1/hosts/{id}/info")).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (504, Some("deadline_exceeded")),
+        "{e}"
+    );
     // The edge gives up 25 s after the last heartbeat it heard; the issue allows 30 s.
     let h = poll_until(
         "the edge noticing the stalled tunnel",
@@ -681,5 +689,54 @@ async fn twenty_daemons_at_once() {
             .await
             .unwrap_or_else(|| panic!("a daemon did not stop on SIGTERM:\n{}", d.log()));
         assert_eq!(code(status), Some(0), "{}", d.log());
+    }
+}
+
+/// A second daemon with the same identity (a copied state folder) takes over the tunnel; the
+/// first is told it was replaced and stops for good instead of fighting back.
+#[tokio::test]
+async fn a_newer_connection_replaces_the_older_one() {
+    let (url, key) = fresh_org("Hosts replace", "HRP").await;
+    let api = Api::new(&url, &key);
+    let home = HostHome::new("replace-a");
+    let id = pair(&api, &url, &home, "e2e-replace").await.unwrap();
+    let mut first = TetherDaemon::start(&home).unwrap();
+    wait_online(&api, &id, Duration::from_secs(20)).await;
+
+    let copy = HostHome::new("replace-b");
+    copy_dir(&home.state_dir(), &copy.state_dir());
+    let mut second = TetherDaemon::start(&copy).unwrap();
+    let status = first
+        .wait(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("the replaced daemon still runs:\n{}", first.log()));
+    assert_eq!(code(status), Some(DO_NOT_RESTART), "{}", first.log());
+    assert!(first.log().contains("replaced"), "{}", first.log());
+    // The newer one holds the tunnel and answers.
+    let info = wait_info(
+        &api,
+        &id,
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+    )
+    .await;
+    assert_eq!(info["host_id"], json!(id), "{info}");
+    assert!(second.try_exit().is_none(), "{}", second.log());
+    assert_eq!(code(second.stop().await), Some(0), "{}", second.log());
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        // The lock belongs to the running daemon; the database's WAL files travel with it.
+        if name == "daemon.lock" {
+            continue;
+        }
+        if entry.file_type().unwrap().is_file() {
+            let target = to.join(&name);
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
     }
 }
