@@ -15,6 +15,11 @@ async fn every_route_but_health_version_and_openapi_needs_auth() {
     assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let public = ["/health", "/version", "/v1/openapi.json"];
+    let machine_routes = [
+        "/v1/pairing",
+        "/v1/hosts/{id}/nonce",
+        "/v1/hosts/{id}/token",
+    ];
     let paths = doc["paths"].as_object().unwrap();
     let operations: usize = paths
         .values()
@@ -27,6 +32,7 @@ async fn every_route_but_health_version_and_openapi_needs_auth() {
     for (path, ops) in paths {
         let concrete = path
             .replace("{id_or_slug}", "TET-1")
+            .replace("{code}", "ABCD-EFGH")
             .replace("{id}", "tsk_0190c6e8f1d87a3b9c2d4e5f6a7b8c9d");
         for method in ops.as_object().unwrap().keys() {
             let (status, body) = anon
@@ -34,6 +40,13 @@ async fn every_route_but_health_version_and_openapi_needs_auth() {
                 .await;
             if public.contains(&path.as_str()) {
                 assert_eq!(status, 200, "{method} {path}");
+            } else if machine_routes.contains(&path.as_str()) {
+                // A machine pairing or connecting has no member credential: it proves itself
+                // with its key later (a signed nonce). Asked with nothing, they refuse.
+                assert!(
+                    [400, 401, 404, 422].contains(&status),
+                    "{method} {path}: {status} {body}"
+                );
             } else if path == "/v1/bootstrap" {
                 // Authenticated by the bootstrap token instead; already used on this Worker.
                 assert!(
