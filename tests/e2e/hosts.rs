@@ -49,6 +49,19 @@ async fn wait_online(api: &Api, id: &str, within: Duration) -> Value {
     .await
 }
 
+/// Waits until the API shows the host offline (with whatever reason); `what` names the wait.
+async fn wait_offline(api: &Api, id: &str, what: &str, within: Duration) -> Value {
+    poll_until(what, within, Duration::from_millis(100), || async {
+        let h = host(api, id).await;
+        if h["online"] == false {
+            Ok(h)
+        } else {
+            Err(h.to_string())
+        }
+    })
+    .await
+}
+
 /// Waits until the daemon answers `GET /v1/hosts/{id}/info` (through the tunnel).
 async fn wait_info(api: &Api, id: &str, within: Duration, every: Duration) -> Value {
     poll_until("the daemon answering info", within, every, || async {
@@ -166,18 +179,11 @@ async fn a_paired_daemon_connects_answers_info_and_its_signature_cannot_be_repla
 
     let status = daemon.stop().await;
     assert_eq!(code(status), Some(0), "{}", daemon.log());
-    let h = poll_until(
+    let h = wait_offline(
+        &api,
+        &id,
         "the host offline after SIGTERM",
         Duration::from_secs(10),
-        Duration::from_millis(100),
-        || async {
-            let h = host(&api, &id).await;
-            if h["online"] == false {
-                Ok(h)
-            } else {
-                Err(h.to_string())
-            }
-        },
     )
     .await;
     assert!(
@@ -371,18 +377,11 @@ async fn a_stalled_socket_is_detected_and_the_daemon_reconnects() {
         "{e}"
     );
     // The edge gives up 25 s after the last heartbeat it heard; the issue allows 30 s.
-    let h = poll_until(
+    let h = wait_offline(
+        &api,
+        &id,
         "the edge noticing the stalled tunnel",
         Duration::from_secs(30),
-        Duration::from_millis(250),
-        || async {
-            let h = host(&api, &id).await;
-            if h["online"] == false {
-                Ok(h)
-            } else {
-                Err(h.to_string())
-            }
-        },
     )
     .await;
     let detected = stalled.elapsed();
@@ -499,20 +498,7 @@ async fn commands_queued_while_offline_arrive_once_and_in_order() {
     let mut daemon = TetherDaemon::start(&home).unwrap();
     wait_online(&api, &id, Duration::from_secs(20)).await;
     assert_eq!(code(daemon.stop().await), Some(0), "{}", daemon.log());
-    poll_until(
-        "the host offline",
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || async {
-            let h = host(&api, &id).await;
-            if h["online"] == false {
-                Ok(())
-            } else {
-                Err(h.to_string())
-            }
-        },
-    )
-    .await;
+    wait_offline(&api, &id, "the host offline", Duration::from_secs(10)).await;
 
     let queued = queue(&api, &id, 5, 0).await;
     assert!(
