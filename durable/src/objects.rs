@@ -13,7 +13,7 @@ pub use stream::{ACTOR_HEADER, ORG_HEADER, PATH_HEADER, StreamObject};
 use crate::error::ErrorBody;
 use crate::org::OrgCall;
 use wasm_bindgen::JsValue;
-use worker::{ObjectNamespace, RequestInit};
+use worker::{ObjectNamespace, RequestInit, Stub};
 
 /// The internal URL the Worker uses to call an object; only the path matters.
 pub const ORG_CALL_URL: &str = "https://org.internal/call";
@@ -39,10 +39,17 @@ pub async fn call_org(orgs: &ObjectNamespace, call: &OrgCall) -> Result<Vec<u8>,
     init.with_method(worker::Method::Post)
         .with_body(Some(JsValue::from_str(&body)));
     let req = worker::Request::new_with_init(ORG_CALL_URL, &init).map_err(|e| failed(&e))?;
+    fetch_object(&stub, req).await
+}
+
+/// Sends `req` to an object and answers the body of a 2xx answer, or the object's JSON error.
+/// Every call between the Worker and the objects, and between objects, goes through here.
+pub async fn fetch_object(stub: &Stub, req: worker::Request) -> Result<Vec<u8>, CallError> {
+    let failed = |e: &dyn std::fmt::Display| CallError::Failed(e.to_string());
     let mut res = stub.fetch_with_request(req).await.map_err(|e| failed(&e))?;
     let status = res.status_code();
     let bytes = res.bytes().await.map_err(|e| failed(&e))?;
-    if status == 200 {
+    if (200..300).contains(&status) {
         return Ok(bytes);
     }
     let body: ErrorBody = serde_json::from_slice(&bytes).map_err(|e| failed(&e))?;

@@ -3,9 +3,8 @@
 //! `STREAMS` namespace and `STREAM_RATE_LIMITER`.
 
 use serde::de::DeserializeOwned;
-use tether_durable::error::ErrorBody;
 use tether_durable::host::HostStatus;
-use tether_durable::objects::{CallError, HOST_HEADER, ORG_HEADER};
+use tether_durable::objects::{CallError, HOST_HEADER, ORG_HEADER, call_org, fetch_object};
 use tether_durable::org::OrgCall;
 use tether_durable::sql::{SqlError, SqlValue};
 use tether_functions::backend::{Backend, Config, Db, HostRef, OrgStore, RateLimiter, Tunnels};
@@ -168,12 +167,7 @@ pub struct Orgs(ObjectNamespace);
 
 impl OrgStore for Orgs {
     async fn call(&self, call: &OrgCall) -> Result<Vec<u8>, ApiError> {
-        tether_durable::objects::call_org(&self.0, call)
-            .await
-            .map_err(|e| match e {
-                CallError::Answered(status, body) => ApiError::from_parts(status, body),
-                CallError::Failed(e) => ApiError::internal(&e),
-            })
+        call_org(&self.0, call).await.map_err(api_error)
     }
 }
 
@@ -208,24 +202,25 @@ impl HostTunnels {
         method: worker::Method,
         path: &str,
         body: Option<&serde_json::Value>,
-    ) -> Result<(u16, Vec<u8>), ApiError> {
-        let internal = |e: worker::Error| ApiError::internal(&e);
-        let (stub, req) = self.request(host, method, path, body).map_err(internal)?;
-        let mut res = stub.fetch_with_request(req).await.map_err(internal)?;
-        let status = res.status_code();
-        let bytes = res.bytes().await.map_err(internal)?;
-        if status >= 400 {
-            let body: ErrorBody =
-                serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(&e))?;
-            return Err(ApiError::from_parts(status, body));
-        }
-        Ok((status, bytes))
+    ) -> Result<Vec<u8>, ApiError> {
+        let (stub, req) = self
+            .request(host, method, path, body)
+            .map_err(|e| ApiError::internal(&e))?;
+        fetch_object(&stub, req).await.map_err(api_error)
+    }
+}
+
+/// An object's failure as the API's.
+fn api_error(e: CallError) -> ApiError {
+    match e {
+        CallError::Answered(status, body) => ApiError::from_parts(status, body),
+        CallError::Failed(e) => ApiError::internal(&e),
     }
 }
 
 impl Tunnels for HostTunnels {
     async fn status(&self, host: &HostRef<'_>) -> Result<HostStatus, ApiError> {
-        let (_, bytes) = self
+        let bytes = self
             .call(host, worker::Method::Get, "/status", None)
             .await?;
         serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(&e))
@@ -239,10 +234,8 @@ impl Tunnels for HostTunnels {
         deadline_ms: u32,
     ) -> Result<Vec<u8>, ApiError> {
         let call = serde_json::json!({"method": method, "body": body, "deadline_ms": deadline_ms});
-        Ok(self
-            .call(host, worker::Method::Post, "/rpc", Some(&call))
-            .await?
-            .1)
+        self.call(host, worker::Method::Post, "/rpc", Some(&call))
+            .await
     }
 
     async fn command(
@@ -253,18 +246,14 @@ impl Tunnels for HostTunnels {
         body: &serde_json::Value,
     ) -> Result<Vec<u8>, ApiError> {
         let call = serde_json::json!({"id": id, "kind": kind, "body": body});
-        Ok(self
-            .call(host, worker::Method::Post, "/command", Some(&call))
-            .await?
-            .1)
+        self.call(host, worker::Method::Post, "/command", Some(&call))
+            .await
     }
 
     async fn speedtest(&self, host: &HostRef<'_>, bytes: u64) -> Result<Vec<u8>, ApiError> {
         let call = serde_json::json!({ "bytes": bytes });
-        Ok(self
-            .call(host, worker::Method::Post, "/speedtest", Some(&call))
-            .await?
-            .1)
+        self.call(host, worker::Method::Post, "/speedtest", Some(&call))
+            .await
     }
 
     async fn revoke(&self, host: &HostRef<'_>) -> Result<(), ApiError> {

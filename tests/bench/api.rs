@@ -12,21 +12,11 @@
 
 use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tether_tests::{Api, Worker, root};
 use tokio::sync::Semaphore;
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
+use tether_tests::bench::{env_or, percentile};
 
 /// Runs `n` requests, `concurrency` at a time, spreading them over `apis` (the per-key rate
 /// limit is 1200 a minute), and prints requests/s, p50 and p99.

@@ -29,6 +29,7 @@ use tether::streams::{
     Append, CreateOptions, IdempotentProducer, Offset, ProducerConfig, ProducerState, StreamClient,
     StreamError,
 };
+use tether_tests::bench::percentile;
 use tether_tests::{ReferenceStreams, Worker};
 
 const PRODUCERS: usize = 4;
@@ -232,9 +233,7 @@ async fn long_poll_wake(client: &StreamClient, run: &str) -> (f64, f64) {
     }
     reader.abort();
     samples.sort();
-    let ms =
-        |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0;
-    (ms(0.50), ms(0.99))
+    (percentile(&samples, 0.50), percentile(&samples, 0.99))
 }
 
 /// Every figure against one server; `run` keeps each run's streams (and producers) apart.

@@ -370,3 +370,21 @@ where
         tokio::time::sleep(every).await;
     }
 }
+
+/// Benchmark helpers: a numeric setting from the environment, and a latency percentile.
+pub mod bench {
+    use std::time::Duration;
+
+    pub fn env_or(name: &str, default: usize) -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// The `p` (0..=1) percentile of sorted latencies, in ms.
+    pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
+        let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted[i].as_secs_f64() * 1000.0
+    }
+}

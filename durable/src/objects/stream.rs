@@ -19,7 +19,6 @@
 
 use super::do_sql::DoSql;
 use super::{CallError, call_org};
-use crate::error::ErrorBody;
 use crate::org::{OrgCall, OrgOp};
 use crate::sql::SqlError;
 use crate::stream::format::{self, SseData};
@@ -400,17 +399,13 @@ impl Core {
             .with_body(Some(JsValue::from_str(&json)));
         let req =
             Request::new_with_init(&format!("{INTERNAL_URL}{op}"), &init).map_err(worker_err)?;
-        let mut res = stub.fetch_with_request(req).await.map_err(worker_err)?;
-        let status = res.status_code();
-        let bytes = res.bytes().await.map_err(worker_err)?;
-        if (200..300).contains(&status) {
-            return Ok(bytes);
-        }
-        let body: ErrorBody = serde_json::from_slice(&bytes).map_err(StreamError::internal)?;
-        Err(StreamError {
-            status,
-            body,
-            headers: Vec::new(),
+        super::fetch_object(&stub, req).await.map_err(|e| match e {
+            CallError::Answered(status, body) => StreamError {
+                status,
+                body,
+                headers: Vec::new(),
+            },
+            CallError::Failed(e) => StreamError::internal(e),
         })
     }
 

@@ -23,6 +23,21 @@ pub struct Token {
     pub expires_at: String,
 }
 
+impl Token {
+    /// The answer for a freshly signed JWT expiring at `exp` (seconds), issued at `now`.
+    pub fn answer(token: String, exp: i64, now: i64) -> Response {
+        h::json(
+            StatusCode::OK,
+            &Self {
+                token,
+                token_type: "Bearer".into(),
+                expires_in: exp - now,
+                expires_at: rfc3339(exp * 1000),
+            },
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Me {
     pub user_id: String,
@@ -72,15 +87,7 @@ pub async fn token(app: &impl Backend, req: &Request) -> Result<Response, ApiErr
     let p = key_principal(app, cred).await?;
     let now = now_ms() / 1000;
     let (token, exp) = auth::issue_token(app.config(), &p, now)?;
-    Ok(h::json(
-        StatusCode::OK,
-        &Token {
-            token,
-            token_type: "Bearer".into(),
-            expires_in: exp - now,
-            expires_at: rfc3339(exp * 1000),
-        },
-    ))
+    Ok(Token::answer(token, exp, now))
 }
 
 #[utoipa::path(get, path = "/v1/me", tag = "auth",

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::http::{self as h, Request, Response};
 use http::StatusCode;
 use tether_durable::error::ErrorBody;
-use tether_durable::time::{now_ms, rfc3339};
+use tether_durable::time::now_ms;
 
 /// The host with its tunnel's live status (revoked hosts have no tunnel to ask).
 async fn live(app: &impl Backend, mut host: Host) -> Result<Host, ApiError> {
@@ -194,15 +194,7 @@ pub async fn token(app: &impl Backend, req: &Request, id: &str) -> Result<Respon
     let host = hosts::redeem_nonce(app.db(), id, &input, now).await?;
     let now = now / 1000;
     let (token, exp) = auth::host::issue_host_token(app.config(), &host, now)?;
-    Ok(h::json(
-        StatusCode::OK,
-        &Token {
-            token,
-            token_type: "Bearer".into(),
-            expires_in: exp - now,
-            expires_at: rfc3339(exp * 1000),
-        },
-    ))
+    Ok(Token::answer(token, exp, now))
 }
 
 /// Resolves the host behind a request's host token (`Authorization: Bearer`), for the
