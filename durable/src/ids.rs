@@ -9,6 +9,8 @@ pub const API_KEY: &str = "key";
 pub const PROJECT: &str = "prj";
 pub const STATUS: &str = "sts";
 pub const TASK: &str = "tsk";
+pub const HOST: &str = "hst";
+pub const SESSION: &str = "ses";
 
 /// A fresh id such as `tsk_0190c6...`.
 pub fn new(prefix: &str) -> String {

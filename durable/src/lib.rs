@@ -4,6 +4,8 @@
 //!   Object ([`org::store::Store`] over [`sql::Sql`]).
 //! - [`stream`]: session streams (the Durable Streams protocol), one Stream Durable Object
 //!   per stream ([`stream::store::Store`] over [`sql::Sql`]).
+//! - [`session`]: agent sessions: the org's record of each, and the messages that start and
+//!   drive them on a host.
 //! - [`tunnel`]: the host tunnel's wire protocol (frames, close codes, flow control, heartbeats),
 //!   shared by the Host object and the daemon.
 //! - [`error`], [`ids`], [`validate`], [`time`]: the public error shape, resource ids, field
@@ -17,6 +19,7 @@ pub mod error;
 pub mod host;
 pub mod ids;
 pub mod org;
+pub mod session;
 pub mod sql;
 pub mod stream;
 pub mod time;

@@ -1,4 +1,4 @@
-//! An organisation's own data (projects, task statuses, tasks), owned by one Org Durable Object.
+//! An organisation's own data (projects, task statuses, tasks, project links, sessions), owned by one Org Durable Object.
 //!
 //! The Worker authenticates a caller, then sends the org's object an [`OrgCall`]: who is asking
 //! and one [`OrgOp`]. [`store::Store`] carries it out in one SQLite transaction and answers JSON
@@ -9,6 +9,7 @@ pub mod model;
 mod schema;
 pub mod store;
 
+use crate::session::{NewSession, SessionQuery, SessionUpdate};
 use model::{
     CreateProject, CreateTask, CreateTaskStatus, PageQuery, TaskQuery, UpdateProject, UpdateTask,
     UpdateTaskStatus,
@@ -80,6 +81,35 @@ pub enum OrgOp {
     UnregisterStream {
         path: String,
         incarnation: String,
+    },
+    /// Host `host_id` has a checkout of the project (`project`: an id or a name; with
+    /// `create`, a missing project is created under that name) at `path`.
+    LinkProject {
+        project: String,
+        host_id: String,
+        path: String,
+        create: bool,
+    },
+    UnlinkProject {
+        project: String,
+        host_id: String,
+    },
+    /// The links of one project (id or name), or of one host.
+    ListLinks {
+        project: Option<String>,
+        host_id: Option<String>,
+    },
+    CreateSession(NewSession),
+    GetSession {
+        id: String,
+    },
+    ListSessions(SessionQuery),
+    /// A status change: reported by the session's host (`host_id`), or by the Worker itself
+    /// (`None`) for what it decides alone (stopping a session that never started).
+    UpdateSession {
+        id: String,
+        host_id: Option<String>,
+        update: SessionUpdate,
     },
     /// The org was deleted: drop everything and answer 404 from now on (org ids are never
     /// reused, so a token minted before the deletion cannot bring the org back to life).

@@ -65,6 +65,42 @@ CREATE TABLE streams (
     created_at INTEGER NOT NULL
 );
 ",
+    r"
+CREATE TABLE project_links (
+    project_id TEXT NOT NULL,
+    host_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    linked_at INTEGER NOT NULL,
+    PRIMARY KEY (project_id, host_id)
+);
+CREATE INDEX project_links_host ON project_links (host_id);
+
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL,
+    host_id TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    prompt TEXT,
+    task_id TEXT,
+    branch TEXT,
+    base_branch TEXT,
+    worktree TEXT,
+    status TEXT NOT NULL,
+    reason TEXT,
+    exit_code INTEGER,
+    stream_path TEXT NOT NULL,
+    cols INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    ended_at INTEGER,
+    start_by INTEGER NOT NULL
+);
+CREATE INDEX sessions_status ON sessions (status, start_by);
+CREATE INDEX sessions_host ON sessions (host_id, id);
+CREATE INDEX sessions_project ON sessions (project_id, id);
+",
 ];
 
 #[derive(serde::Deserialize)]

@@ -1,5 +1,7 @@
 //! The org store: every [`OrgOp`] as SQL over [`Sql`], each call in one transaction.
 
+mod sessions;
+
 use super::model::{
     CreateProject, CreateTask, CreateTaskStatus, Page, PageQuery, Priority, Project,
     StatusCategory, Task, TaskQuery, TaskStatus, TaskStatusRef, UpdateProject, UpdateTask,
@@ -278,9 +280,29 @@ impl<'a, S: Sql> Store<'a, S> {
                 )?;
                 json(())
             }
+            OrgOp::LinkProject {
+                project,
+                host_id,
+                path,
+                create,
+            } => json(self.link_project(&project, &host_id, &path, create, now)?),
+            OrgOp::UnlinkProject { project, host_id } => {
+                self.unlink_project(&project, &host_id).and_then(json)
+            }
+            OrgOp::ListLinks { project, host_id } => {
+                json(self.list_links(project.as_deref(), host_id.as_deref())?)
+            }
+            OrgOp::CreateSession(s) => json(self.create_session(s, &actor, now)?),
+            OrgOp::GetSession { id } => json(self.session(&id, now)?),
+            OrgOp::ListSessions(q) => json(self.list_sessions(&q, now)?),
+            OrgOp::UpdateSession {
+                id,
+                host_id,
+                update,
+            } => json(self.update_session(&id, host_id.as_deref(), update, now)?),
             OrgOp::Destroy => {
                 self.sql.execute_script(
-                    "DROP TABLE streams; DROP TABLE tasks; DROP TABLE task_statuses; DROP TABLE projects;
+                    "DROP TABLE sessions; DROP TABLE project_links; DROP TABLE streams; DROP TABLE tasks; DROP TABLE task_statuses; DROP TABLE projects;
                      DROP TABLE counters; DELETE FROM meta;
                      INSERT INTO meta (key, value) VALUES ('destroyed', '1');",
                 )?;
@@ -406,6 +428,10 @@ impl<'a, S: Sql> Store<'a, S> {
         self.project(id)?;
         self.sql.execute(
             "UPDATE tasks SET project_id = NULL WHERE project_id = ?",
+            &[id.into()],
+        )?;
+        self.sql.execute(
+            "DELETE FROM project_links WHERE project_id = ?",
             &[id.into()],
         )?;
         self.sql

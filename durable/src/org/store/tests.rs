@@ -426,3 +426,227 @@ fn the_stream_registry_caps_streams_per_org_and_knows_lives() {
     unregister("s0", "b");
     register("one-more", "a").unwrap();
 }
+
+const HOST_A: &str = "hst_0190c6e8f1d87a3b9c2d4e5f6a7b8c9d";
+const HOST_B: &str = "hst_0190c6e8f1d87a3b9c2d4e5f6a7b8c9e";
+
+fn new_session(host: &str, project_id: &str, timeout: u32) -> OrgOp {
+    OrgOp::CreateSession(crate::session::NewSession {
+        project_id: project_id.into(),
+        host_id: host.into(),
+        agent: "claude".into(),
+        prompt: Some("fix it".into()),
+        task_id: None,
+        branch: None,
+        base_branch: None,
+        size: crate::session::Size {
+            cols: 120,
+            rows: 40,
+        },
+        start_timeout_secs: timeout,
+    })
+}
+
+fn update(status: crate::session::SessionStatus, at_ms: i64) -> crate::session::SessionUpdate {
+    crate::session::SessionUpdate {
+        status,
+        reason: None,
+        exit_code: None,
+        branch: None,
+        worktree: None,
+        at_ms,
+    }
+}
+
+#[test]
+fn links_create_projects_on_request_and_follow_them() {
+    use crate::session::ProjectLink;
+    let sql = NativeSql::open_in_memory().unwrap();
+    let link = |project: &str, host: &str, path: &str, create: bool| {
+        call::<ProjectLink>(
+            &sql,
+            OrgOp::LinkProject {
+                project: project.into(),
+                host_id: host.into(),
+                path: path.into(),
+                create,
+            },
+        )
+    };
+    assert!(matches!(
+        link("app", HOST_A, "/src/app", false),
+        Err(StoreError::NotFound { .. })
+    ));
+    let a = link("app", HOST_A, "/src/app", true).unwrap();
+    assert_eq!(
+        (a.project_name.as_str(), a.path.as_str()),
+        ("app", "/src/app")
+    );
+    // By name (any case) or id; relinking moves the path.
+    let b = link("APP", HOST_B, "/home/b/app", false).unwrap();
+    assert_eq!(b.project_id, a.project_id);
+    link(&a.project_id, HOST_A, "/src/app2", false).unwrap();
+    let links: Vec<ProjectLink> = call(
+        &sql,
+        OrgOp::ListLinks {
+            project: Some("app".into()),
+            host_id: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(links.len(), 2);
+    assert!(
+        links
+            .iter()
+            .any(|l| l.host_id == HOST_A && l.path == "/src/app2")
+    );
+    for (path, why) in [
+        ("relative/dir", "absolute"),
+        ("", "empty"),
+        ("/a\u{7}", "control"),
+    ] {
+        assert!(
+            matches!(
+                link("app", HOST_A, path, false),
+                Err(StoreError::Invalid { .. })
+            ),
+            "{why}"
+        );
+    }
+    assert!(matches!(
+        link("app", "hst_nope", "/x", false),
+        Err(StoreError::BadRequest { .. })
+    ));
+    call::<()>(
+        &sql,
+        OrgOp::UnlinkProject {
+            project: "app".into(),
+            host_id: HOST_B.into(),
+        },
+    )
+    .unwrap();
+    // Deleting the project drops its links.
+    call::<()>(&sql, OrgOp::DeleteProject { id: a.project_id }).unwrap();
+    let left: Vec<ProjectLink> = call(
+        &sql,
+        OrgOp::ListLinks {
+            project: None,
+            host_id: Some(HOST_A.into()),
+        },
+    )
+    .unwrap();
+    assert!(left.is_empty());
+}
+
+#[test]
+fn sessions_move_forward_only_and_only_by_their_host() {
+    use crate::session::{Session, SessionStatus::*};
+    let sql = NativeSql::open_in_memory().unwrap();
+    let p: Project = call(
+        &sql,
+        OrgOp::CreateProject(serde_json::from_value(json!({"name": "p"})).unwrap()),
+    )
+    .unwrap();
+    let s: Session = call(&sql, new_session(HOST_A, &p.id, 600)).unwrap();
+    assert_eq!(s.status, Queued);
+    assert_eq!(s.stream_path, crate::session::stream_path(HOST_A, &s.id));
+    let upd = |host: Option<&str>, u| {
+        call::<Session>(
+            &sql,
+            OrgOp::UpdateSession {
+                id: s.id.clone(),
+                host_id: host.map(Into::into),
+                update: u,
+            },
+        )
+    };
+    // Another host cannot see it; the Worker alone may only end a queued one.
+    assert!(matches!(
+        upd(Some(HOST_B), update(Running, 900)),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        upd(None, update(Running, 900)),
+        Err(StoreError::Conflict { .. })
+    ));
+    let mut u = update(Running, 900);
+    u.branch = Some("tether/fix-it".into());
+    u.worktree = Some("/wt/fix-it".into());
+    let r = upd(Some(HOST_A), u).unwrap();
+    assert_eq!(
+        (r.status, r.branch.as_deref()),
+        (Running, Some("tether/fix-it"))
+    );
+    assert!(r.started_at.is_some() && r.ended_at.is_none());
+    // A retried report is fine; going back is not.
+    upd(Some(HOST_A), update(Running, 900)).unwrap();
+    assert!(matches!(
+        upd(Some(HOST_A), update(Starting, 900)),
+        Err(StoreError::Conflict { .. })
+    ));
+    let mut done = update(Exited, 950);
+    done.exit_code = Some(3);
+    let e = upd(Some(HOST_A), done).unwrap();
+    assert_eq!(
+        (e.status, e.exit_code, e.branch.as_deref()),
+        (Exited, Some(3), Some("tether/fix-it"))
+    );
+    assert!(matches!(
+        upd(Some(HOST_A), update(Failed, 990)),
+        Err(StoreError::Conflict { .. })
+    ));
+}
+
+#[test]
+fn a_queued_session_fails_when_its_host_never_comes() {
+    use crate::session::{Session, SessionStatus::*};
+    let sql = NativeSql::open_in_memory().unwrap();
+    let p: Project = call(
+        &sql,
+        OrgOp::CreateProject(serde_json::from_value(json!({"name": "p"})).unwrap()),
+    )
+    .unwrap();
+    let store = Store::open(&sql).unwrap();
+    let at = |op: OrgOp, now: i64| -> Session {
+        let call = OrgCall {
+            org_id: "org_x".into(),
+            actor: MEMBER.into(),
+            op,
+        };
+        serde_json::from_slice(&store.call(call, now).unwrap()).unwrap()
+    };
+    let s = at(new_session(HOST_A, &p.id, 10), 1_000);
+    let get = || OrgOp::GetSession { id: s.id.clone() };
+    // Inside its start timeout plus the grace period it waits.
+    assert_eq!(
+        at(get(), 1_000 + 10_000 + crate::session::START_GRACE_MS).status,
+        Queued
+    );
+    let failed = at(get(), 1_001 + 10_000 + crate::session::START_GRACE_MS);
+    assert_eq!(failed.status, Failed);
+    assert!(failed.reason.unwrap().contains("host offline too long"));
+    // Listing filters by status and pages newest first.
+    for _ in 0..3 {
+        at(new_session(HOST_B, &p.id, 600), 200_000);
+    }
+    let page: Page<Session> = serde_json::from_slice(
+        &store
+            .call(
+                OrgCall {
+                    org_id: "org_x".into(),
+                    actor: MEMBER.into(),
+                    op: OrgOp::ListSessions(crate::session::SessionQuery {
+                        status: Some(Queued),
+                        limit: Some(2),
+                        ..Default::default()
+                    }),
+                },
+                200_000,
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(page.data.len(), 2);
+    assert!(page.next_cursor.is_some() && page.data[0].id > page.data[1].id);
+    assert!(page.data.iter().all(|s| s.host_id == HOST_B));
+}
