@@ -4,10 +4,15 @@
 
 use serde::de::DeserializeOwned;
 use tether_durable::host::HostStatus;
-use tether_durable::objects::{CallError, HOST_HEADER, ORG_HEADER, call_org, fetch_object};
+use tether_durable::objects::{
+    ACTOR_HEADER, CallError, HOST_HEADER, ORG_HEADER, PATH_HEADER, call_org, fetch_object,
+};
 use tether_durable::org::OrgCall;
 use tether_durable::sql::{SqlError, SqlValue};
-use tether_functions::backend::{Backend, Config, Db, HostRef, OrgStore, RateLimiter, Tunnels};
+use tether_durable::stream::object_name;
+use tether_functions::backend::{
+    Backend, Config, Db, HostRef, OrgStore, RateLimiter, StreamStore, Tunnels,
+};
 use tether_functions::error::ApiError;
 use wasm_bindgen::JsValue;
 use worker::{D1Database, Env, ObjectNamespace, RequestInit};
@@ -17,7 +22,7 @@ pub struct Edge {
     orgs: Orgs,
     limiter: Limiter,
     stream_limiter: Limiter,
-    streams: ObjectNamespace,
+    streams: Streams,
     tunnels: HostTunnels,
     config: Config,
 }
@@ -60,9 +65,10 @@ impl Edge {
             ),
             limiter: Limiter(env.rate_limiter("API_RATE_LIMITER").ok()),
             stream_limiter: Limiter(env.rate_limiter("STREAM_RATE_LIMITER").ok()),
-            streams: env
-                .durable_object("STREAMS")
-                .map_err(|_| misconfigured("the STREAMS binding is missing"))?,
+            streams: Streams(
+                env.durable_object("STREAMS")
+                    .map_err(|_| misconfigured("the STREAMS binding is missing"))?,
+            ),
             tunnels: HostTunnels(
                 env.durable_object("HOSTS")
                     .map_err(|_| misconfigured("the HOSTS binding is missing"))?,
@@ -83,7 +89,7 @@ impl Edge {
     }
 
     /// The Stream Durable Objects, one per stream.
-    pub fn streams(&self) -> &ObjectNamespace {
+    pub fn streams(&self) -> &Streams {
         &self.streams
     }
 }
@@ -93,6 +99,10 @@ impl Backend for Edge {
     type Orgs = Orgs;
     type Limiter = Limiter;
     type Tunnels = HostTunnels;
+    type Streams = Streams;
+    fn stream_store(&self) -> &Streams {
+        &self.streams
+    }
     fn tunnels(&self) -> &HostTunnels {
         &self.tunnels
     }
@@ -168,6 +178,47 @@ pub struct Orgs(ObjectNamespace);
 impl OrgStore for Orgs {
     async fn call(&self, call: &OrgCall) -> Result<Vec<u8>, ApiError> {
         call_org(&self.0, call).await.map_err(api_error)
+    }
+}
+
+/// The `STREAMS` namespace: one Stream object per stream, named by org and path.
+pub struct Streams(ObjectNamespace);
+
+impl Streams {
+    pub fn stub(&self, org_id: &str, path: &str) -> worker::Result<worker::Stub> {
+        self.0.id_from_name(&object_name(org_id, path))?.get_stub()
+    }
+
+    /// The headers that tell a stream object its org, path and acting caller (the Worker alone
+    /// sets them).
+    pub fn route_headers(
+        headers: &worker::Headers,
+        org_id: &str,
+        path: &str,
+        actor: &str,
+    ) -> worker::Result<()> {
+        headers.set(ORG_HEADER, org_id)?;
+        headers.set(PATH_HEADER, path)?;
+        headers.set(ACTOR_HEADER, actor)
+    }
+}
+
+impl StreamStore for Streams {
+    async fn create(&self, org_id: &str, path: &str, content_type: &str) -> Result<(), ApiError> {
+        let created = async {
+            let headers = worker::Headers::new();
+            Self::route_headers(&headers, org_id, path, "tether")?;
+            headers.set("content-type", content_type)?;
+            let mut init = RequestInit::new();
+            init.with_method(worker::Method::Put).with_headers(headers);
+            let req = worker::Request::new_with_init(
+                &format!("https://stream.internal/v1/stream/{path}"),
+                &init,
+            )?;
+            Ok::<_, worker::Error>((self.stub(org_id, path)?, req))
+        };
+        let (stub, req) = created.await.map_err(|e| ApiError::internal(&e))?;
+        fetch_object(&stub, req).await.map(drop).map_err(api_error)
     }
 }
 

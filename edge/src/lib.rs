@@ -8,8 +8,7 @@
 mod bindings;
 
 use bindings::Edge;
-use tether_durable::objects::{ACTOR_HEADER, ORG_HEADER, PATH_HEADER};
-use tether_durable::stream::{COMMON_HEADERS, object_name};
+use tether_durable::stream::COMMON_HEADERS;
 use tether_functions::backend::{Backend, HostRef, RateLimiter};
 use tether_functions::error::ApiError;
 use tether_functions::http::{self as h, MAX_BODY};
@@ -130,11 +129,11 @@ async fn stream(mut req: Request, env: &Env) -> Result<Response> {
     let forwarded = async {
         let http_req = to_http(&mut req).await?;
         let edge = Edge::from_env(env)?;
-        let p = tether_functions::api::identify(&edge, &http_req).await?;
-        if !edge.stream_limiter().allow(&p.key_id).await {
+        let caller = streams::identify(&edge, &http_req).await?;
+        if !edge.stream_limiter().allow(caller.rate_key()).await {
             return Err(ApiError::too_many_requests(10));
         }
-        let route = streams::authorize(&p, http_req.method(), http_req.uri().path())?;
+        let route = streams::authorize(&caller, http_req.method(), http_req.uri().path())?;
         forward(&edge, &req, http_req.into_body(), &route)
             .await
             .map_err(|e| ApiError::internal(&e))
@@ -158,9 +157,7 @@ async fn forward(
             headers.append(&name, &value)?;
         }
     }
-    headers.set(ORG_HEADER, &route.org_id)?;
-    headers.set(PATH_HEADER, &route.path)?;
-    headers.set(ACTOR_HEADER, &route.actor)?;
+    bindings::Streams::route_headers(&headers, &route.org_id, &route.path, &route.actor)?;
     let mut init = RequestInit::new();
     init.with_method(req.method()).with_headers(headers);
     // A body on GET or HEAD is ignored (the runtime refuses to forward one).
@@ -168,10 +165,7 @@ async fn forward(
         init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
     }
     let inner = Request::new_with_init(req.url()?.as_str(), &init)?;
-    let stub = edge
-        .streams()
-        .id_from_name(&object_name(&route.org_id, &route.path))?
-        .get_stub()?;
+    let stub = edge.streams().stub(&route.org_id, &route.path)?;
     stub.fetch_with_request(inner).await
 }
 

@@ -8,6 +8,7 @@ mod members;
 mod org_data;
 mod orgs;
 mod pairing;
+mod sessions;
 
 use crate::auth::{self, Credential, Principal};
 use crate::backend::{Backend, OrgStore, RateLimiter};
@@ -103,6 +104,33 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
         _ => {}
     }
 
+    // Routes for a host's own token: its project links and its sessions' status reports.
+    let host_route = match (segs.as_slice(), m) {
+        (["v1", "hosts", _, "links"], &Method::POST)
+        | (["v1", "hosts", _, "links", _], &Method::DELETE)
+        | (["v1", "hosts", _, "sessions", _, "status"], &Method::POST) => true,
+        (["v1", "hosts", _, "links", _] | ["v1", "hosts", _, "sessions", _, "status"], _) => {
+            return method_not_allowed("POST or DELETE with a host token");
+        }
+        _ => false,
+    };
+    if host_route {
+        let host = hosts::identify_host(app, req).await?;
+        if !app.limiter().allow(&host.host_id).await {
+            return Err(ApiError::too_many_requests(60));
+        }
+        return match segs.as_slice() {
+            ["v1", "hosts", id, "links"] => sessions::link(app, &host, id, req).await,
+            ["v1", "hosts", id, "links", project] => {
+                sessions::unlink(app, &host, id, project).await
+            }
+            ["v1", "hosts", id, "sessions", sid, "status"] => {
+                sessions::report(app, &host, id, sid, req).await
+            }
+            _ => method_not_allowed("POST"),
+        };
+    }
+
     let p = authenticate(app, req).await?;
     let p = &p;
     match (segs.as_slice(), m.clone()) {
@@ -153,25 +181,42 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
         (["v1", "hosts", id, "info"], Method::GET) => hosts::info(app, p, id).await,
         (["v1", "hosts", id, "commands"], Method::POST) => hosts::command(app, p, id, req).await,
         (["v1", "hosts", id, "speedtest"], Method::POST) => hosts::speedtest(app, p, id, req).await,
+        (["v1", "hosts", id, "links"], Method::GET) => sessions::links(app, p, id).await,
+        (["v1", "hosts", id, "worktrees"], Method::GET) => sessions::worktrees(app, p, id).await,
+
+        (["v1", "sessions"], Method::GET) => sessions::list(app, p, req).await,
+        (["v1", "sessions"], Method::POST) => sessions::create(app, p, req).await,
+        (["v1", "sessions", id], Method::GET) => sessions::get(app, p, id).await,
+        (["v1", "sessions", id, "input"], Method::POST) => sessions::input(app, p, id, req).await,
+        (["v1", "sessions", id, "resize"], Method::POST) => sessions::resize(app, p, id, req).await,
+        (["v1", "sessions", id, "stop"], Method::POST) => sessions::stop(app, p, id, req).await,
 
         (
             [
                 "v1",
                 "me" | "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks"
-                | "hosts",
+                | "hosts" | "sessions",
             ],
             _,
         )
         | (
             [
                 "v1",
-                "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks" | "hosts",
+                "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks" | "hosts"
+                | "sessions",
                 _,
             ],
             _,
         )
         | (
-            ["v1", "pairing", _, "approve"] | ["v1", "hosts", _, "info" | "commands" | "speedtest"],
+            ["v1", "pairing", _, "approve"]
+            | [
+                "v1",
+                "hosts",
+                _,
+                "info" | "commands" | "speedtest" | "links" | "worktrees",
+            ]
+            | ["v1", "sessions", _, "input" | "resize" | "stop"],
             _,
         ) => method_not_allowed("a method this resource supports (see /v1/openapi.json)"),
         _ => Err(ApiError::new(
@@ -263,7 +308,7 @@ fn own_org(p: &Principal, id: &str) -> Result<(), ApiError> {
 }
 
 mod doc {
-    use super::{auth_routes, hosts, keys, members, org_data, orgs, pairing};
+    use super::{auth_routes, hosts, keys, members, org_data, orgs, pairing, sessions};
     use crate::public;
     use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
     use utoipa::{Modify, OpenApi};
@@ -292,6 +337,15 @@ mod doc {
                     Http::builder()
                         .scheme(HttpAuthScheme::Bearer)
                         .bearer_format("poll_token from POST /v1/pairing")
+                        .build(),
+                ),
+            );
+            c.add_security_scheme(
+                "host_token",
+                SecurityScheme::Http(
+                    Http::builder()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("host token from POST /v1/hosts/{id}/token")
                         .build(),
                 ),
             );
@@ -327,6 +381,8 @@ mod doc {
             org_data::delete_task,
             pairing::create, pairing::status, pairing::approve,
             hosts::list, hosts::get, hosts::info, hosts::command, hosts::speedtest, hosts::revoke, hosts::nonce, hosts::token,
+            sessions::create, sessions::list, sessions::get, sessions::input, sessions::resize, sessions::stop,
+            sessions::link, sessions::unlink, sessions::links, sessions::report, sessions::worktrees,
         ),
         modifiers(&Security),
     )]

@@ -1,5 +1,5 @@
 //! What the handlers need from the runtime, as traits: the directory database (D1), the org
-//! Durable Objects, the host tunnels, a rate limiter and configuration. The Worker, the Spin component and the
+//! Durable Objects, the host tunnels, the session streams, a rate limiter and configuration. The Worker, the Spin component and the
 //! in-memory test backend each implement them.
 //!
 //! The traits use `async fn` without `Send` bounds on purpose: Wasm runtimes run a request on
@@ -76,6 +76,13 @@ pub trait Tunnels {
     async fn revoke(&self, host: &HostRef<'_>) -> Result<(), ApiError>;
 }
 
+/// The session streams, for what the API does to them itself (the protocol is served by the
+/// stream objects directly).
+pub trait StreamStore {
+    /// Creates the stream at `path` in the org (idempotent with the same content type).
+    async fn create(&self, org_id: &str, path: &str, content_type: &str) -> Result<(), ApiError>;
+}
+
 /// Which host a tunnel call is for.
 #[derive(Debug, Clone, Copy)]
 pub struct HostRef<'a> {
@@ -119,9 +126,11 @@ pub trait Backend {
     type Orgs: OrgStore;
     type Limiter: RateLimiter;
     type Tunnels: Tunnels;
+    type Streams: StreamStore;
     fn db(&self) -> &Self::Db;
     fn orgs(&self) -> &Self::Orgs;
     fn limiter(&self) -> &Self::Limiter;
     fn tunnels(&self) -> &Self::Tunnels;
+    fn stream_store(&self) -> &Self::Streams;
     fn config(&self) -> &Config;
 }

@@ -6,10 +6,48 @@
 //! deleting one (which destroys a session's record) needs an admin. Another org's stream is
 //! never reachable: the object a request goes to is named by the caller's own org.
 
-use crate::auth::{Principal, Role};
+use crate::auth::{self, HostPrincipal, Principal, Role};
+use crate::backend::Backend;
 use crate::error::ApiError;
+use crate::http::{self as h, Request};
 use http::Method;
+use tether_durable::session::host_stream_prefix;
 use tether_durable::stream::{PATH_PREFIX, valid_path};
+
+/// Who is calling a stream route.
+#[derive(Debug, Clone)]
+pub enum StreamCaller {
+    /// A member (API key or token).
+    Member(Principal),
+    /// A host (its host token): it reads and writes only the streams under `hosts/<its id>/`,
+    /// its sessions' terminals.
+    Host(HostPrincipal),
+}
+
+impl StreamCaller {
+    /// The rate limiter's key.
+    pub fn rate_key(&self) -> &str {
+        match self {
+            Self::Member(p) => &p.key_id,
+            Self::Host(h) => &h.host_id,
+        }
+    }
+}
+
+/// Resolves a member's credential or a host token. A host token is checked by signature and
+/// expiry only (no database read on the hot path of every append), so like a member token it
+/// outlives a revocation by at most its 15 minutes.
+pub async fn identify(app: &impl Backend, req: &Request) -> Result<StreamCaller, ApiError> {
+    match crate::api::identify(app, req).await {
+        Ok(p) => Ok(StreamCaller::Member(p)),
+        Err(e) => match h::credential(req).filter(|c| !c.starts_with(auth::KEY_PREFIX)) {
+            Some(cred) => auth::verify_host_token(app.config(), cred)
+                .map(StreamCaller::Host)
+                .map_err(|_| e),
+            None => Err(e),
+        },
+    }
+}
 
 /// The stream a request is for, in the caller's org.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,9 +65,37 @@ pub fn is_stream_path(path: &str) -> bool {
 }
 
 /// Checks the path and the caller's permission for `method`.
-pub fn authorize(p: &Principal, method: &Method, path: &str) -> Result<StreamRoute, ApiError> {
-    let name = path
-        .strip_prefix(PATH_PREFIX)
+pub fn authorize(
+    caller: &StreamCaller,
+    method: &Method,
+    path: &str,
+) -> Result<StreamRoute, ApiError> {
+    match caller {
+        StreamCaller::Member(p) => authorize_member(p, method, path),
+        StreamCaller::Host(host) => {
+            let name = stream_name(path)?;
+            if !name.starts_with(&host_stream_prefix(&host.host_id)) {
+                return Err(ApiError::forbidden(
+                    "a host reads and writes only its own sessions' streams",
+                ));
+            }
+            if !matches!(
+                *method,
+                Method::GET | Method::HEAD | Method::PUT | Method::POST
+            ) {
+                return Err(ApiError::forbidden("a host cannot delete streams"));
+            }
+            Ok(StreamRoute {
+                org_id: host.org_id.clone(),
+                path: name.to_owned(),
+                actor: host.host_id.clone(),
+            })
+        }
+    }
+}
+
+fn stream_name(path: &str) -> Result<&str, ApiError> {
+    path.strip_prefix(PATH_PREFIX)
         .filter(|n| valid_path(n))
         .ok_or_else(|| {
             ApiError::bad_request(
@@ -39,7 +105,11 @@ pub fn authorize(p: &Principal, method: &Method, path: &str) -> Result<StreamRou
                     tether_durable::stream::MAX_PATH
                 ),
             )
-        })?;
+        })
+}
+
+fn authorize_member(p: &Principal, method: &Method, path: &str) -> Result<StreamRoute, ApiError> {
+    let name = stream_name(path)?;
     if method == Method::DELETE {
         p.require(Role::Admin)?;
     }
@@ -55,15 +125,43 @@ mod tests {
     use super::*;
     use crate::auth::Credential;
 
-    fn principal(role: Role) -> Principal {
-        Principal {
+    fn principal(role: Role) -> StreamCaller {
+        StreamCaller::Member(Principal {
             org_id: "org_a".into(),
             member_id: "mem_a".into(),
             user_id: "usr_a".into(),
             role,
             key_id: "key_a".into(),
             credential: Credential::Token,
+        })
+    }
+
+    #[test]
+    fn a_host_reaches_only_its_own_streams_and_deletes_none() {
+        let host = StreamCaller::Host(HostPrincipal {
+            host_id: "hst_a".into(),
+            org_id: "org_a".into(),
+        });
+        for m in [Method::GET, Method::HEAD, Method::PUT, Method::POST] {
+            let r = authorize(&host, &m, "/v1/stream/hosts/hst_a/sessions/s/terminal").unwrap();
+            assert_eq!((r.org_id.as_str(), r.actor.as_str()), ("org_a", "hst_a"));
         }
+        for other in [
+            "/v1/stream/hosts/hst_b/sessions/s",
+            "/v1/stream/hosts/hst_ab/x",
+            "/v1/stream/x",
+        ] {
+            assert_eq!(
+                authorize(&host, &Method::POST, other)
+                    .unwrap_err()
+                    .status
+                    .as_u16(),
+                403,
+                "{other}"
+            );
+        }
+        let e = authorize(&host, &Method::DELETE, "/v1/stream/hosts/hst_a/x").unwrap_err();
+        assert_eq!(e.status.as_u16(), 403);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Handler tests in memory: the real router, directory SQL and org store, on in-memory SQLite.
 
 use super::handle;
-use crate::backend::{Backend, Config, Db, HostRef, OrgStore, RateLimiter, Tunnels};
+use crate::backend::{Backend, Config, Db, HostRef, OrgStore, RateLimiter, StreamStore, Tunnels};
 use crate::error::ApiError;
 use serde_json::{Value, json};
 use std::cell::RefCell;
@@ -112,7 +112,21 @@ impl Tunnels for TestTunnels {
     }
 }
 
+/// Records the streams the API created: (org, path, content type).
+#[derive(Default)]
+struct TestStreams(RefCell<Vec<(String, String, String)>>);
+
+impl StreamStore for TestStreams {
+    async fn create(&self, org_id: &str, path: &str, content_type: &str) -> Result<(), ApiError> {
+        self.0
+            .borrow_mut()
+            .push((org_id.into(), path.into(), content_type.into()));
+        Ok(())
+    }
+}
+
 struct App {
+    streams: TestStreams,
     db: TestDb,
     orgs: TestOrgs,
     limiter: Limiter,
@@ -125,6 +139,10 @@ impl Backend for App {
     type Orgs = TestOrgs;
     type Limiter = Limiter;
     type Tunnels = TestTunnels;
+    type Streams = TestStreams;
+    fn stream_store(&self) -> &TestStreams {
+        &self.streams
+    }
     fn tunnels(&self) -> &TestTunnels {
         &self.tunnels
     }
@@ -150,6 +168,7 @@ fn app() -> App {
         db.execute_script(sql).unwrap();
     }
     App {
+        streams: TestStreams::default(),
         db: TestDb(db),
         orgs: TestOrgs::default(),
         tunnels: TestTunnels::default(),
@@ -1672,5 +1691,250 @@ fn info_and_commands_go_through_the_hosts_tunnel() {
         )
         .0,
         404
+    );
+}
+
+#[test]
+fn sessions_start_on_a_linked_host_and_hosts_report_only_their_own() {
+    let app = app();
+    let key = owner(&app);
+    let (m1, m2) = (machine(1), machine(2));
+    let (h1, h2) = (pair(&app, &key, &m1), pair(&app, &key, &m2));
+    let (t1, t2) = (connect(&app, &m1, &h1), connect(&app, &m2, &h2));
+    let start = |body: Value| call(&app, "POST", "/v1/sessions", Some(&key), Some(body));
+
+    // Unknown project, then a project no host has.
+    let (s, e) = start(json!({"project": "app", "agent": "claude", "host": h1}));
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{e}"
+    );
+    call(
+        &app,
+        "POST",
+        "/v1/projects",
+        Some(&key),
+        Some(json!({"name": "other"})),
+    );
+    let (s, e) = start(json!({"project": "other", "agent": "claude", "host": h1}));
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("project_not_linked")),
+        "{e}"
+    );
+
+    // Links are the host's to make (host token, own id only); members cannot.
+    let link = json!({"project": "app", "path": "/src/app", "create": true});
+    assert_eq!(
+        call(
+            &app,
+            "POST",
+            &format!("/v1/hosts/{h1}/links"),
+            Some(&key),
+            Some(link.clone())
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        call(
+            &app,
+            "POST",
+            &format!("/v1/hosts/{h1}/links"),
+            Some(&t2),
+            Some(link.clone())
+        )
+        .0,
+        403
+    );
+    let (s, l) = call(
+        &app,
+        "POST",
+        &format!("/v1/hosts/{h1}/links"),
+        Some(&t1),
+        Some(link),
+    );
+    assert_eq!((s, l["project_name"].as_str()), (200, Some("app")), "{l}");
+    let (s, links) = call(
+        &app,
+        "GET",
+        &format!("/v1/hosts/{h1}/links"),
+        Some(&key),
+        None,
+    );
+    assert_eq!(
+        (s, links.as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{links}"
+    );
+
+    // "Any" host needs one online: these never connected.
+    let (s, e) = start(json!({"project": "app", "agent": "claude"}));
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("no_host_online")),
+        "{e}"
+    );
+    assert_eq!(
+        start(json!({"project": "app", "agent": "claude", "host": h2})).1["error"]["code"],
+        "project_not_linked"
+    );
+    for bad in [
+        json!({"project": "app", "agent": "Bad Name", "host": h1}),
+        json!({"project": "app", "agent": "claude", "host": h1, "cols": 0}),
+        json!({"project": "app", "agent": "claude", "host": h1, "branch": "a..b"}),
+        json!({"project": "app", "agent": "claude", "host": h1, "prompt_template": "{{title}}"}),
+        json!({"project": "app", "agent": "claude", "host": h1, "start_timeout_secs": 0}),
+        json!({"project": "app", "agent": "claude", "host": h1, "prompt": "x".repeat(100_001)}),
+    ] {
+        assert_eq!(start(bad.clone()).0, 422, "{bad}");
+    }
+
+    // A named host is queued for even while offline; the task fills the prompt.
+    let (_, task) = call(
+        &app,
+        "POST",
+        "/v1/tasks",
+        Some(&key),
+        Some(json!({"title": "Fix login", "labels": ["bug"]})),
+    );
+    let (s, ses) = start(
+        json!({"project": "app", "agent": "codex", "host": h1, "task": task["slug"], "prompt": "Be brief."}),
+    );
+    assert_eq!(s, 201, "{ses}");
+    assert_eq!(ses["status"], "queued");
+    let prompt = ses["prompt"].as_str().unwrap();
+    assert!(
+        prompt.contains("Fix login") && prompt.contains("bug") && prompt.ends_with("Be brief."),
+        "{prompt}"
+    );
+    let id = ses["id"].as_str().unwrap();
+    let path = ses["stream_path"].as_str().unwrap();
+    assert_eq!(path, format!("hosts/{h1}/sessions/{id}/terminal"));
+    assert_eq!(
+        app.streams.0.borrow().last().map(|s| s.1.clone()),
+        Some(path.to_owned())
+    );
+    assert_eq!(
+        app.tunnels.commands.borrow().last().cloned(),
+        Some((h1.clone(), "session.start".to_owned()))
+    );
+
+    // Input needs a running session.
+    let (s, e) = call(
+        &app,
+        "POST",
+        &format!("/v1/sessions/{id}/input"),
+        Some(&key),
+        Some(json!({"data": "y\r"})),
+    );
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("session_not_running")),
+        "{e}"
+    );
+
+    // Its host reports; the other host cannot see it.
+    let report = |token: &str, host: &str, body: Value| {
+        call(
+            &app,
+            "POST",
+            &format!("/v1/hosts/{host}/sessions/{id}/status"),
+            Some(token),
+            Some(body),
+        )
+    };
+    assert_eq!(
+        report(&t2, &h2, json!({"status": "running", "at_ms": 1})).0,
+        404
+    );
+    assert_eq!(
+        report(&t2, &h1, json!({"status": "running", "at_ms": 1})).0,
+        403
+    );
+    let (s, r) = report(
+        &t1,
+        &h1,
+        json!({"status": "running", "branch": "tether/tet-1-fix-login", "at_ms": 1}),
+    );
+    assert_eq!((s, r["status"].as_str()), (200, Some("running")), "{r}");
+    let (s, e) = call(
+        &app,
+        "POST",
+        &format!("/v1/sessions/{id}/input"),
+        Some(&key),
+        Some(json!({"data": "y", "data_base64": "eQ=="})),
+    );
+    assert_eq!(s, 422, "{e}");
+    // Running: the input goes to the tunnel, which is down here.
+    assert_eq!(
+        call(
+            &app,
+            "POST",
+            &format!("/v1/sessions/{id}/input"),
+            Some(&key),
+            Some(json!({"data": "y\r"}))
+        )
+        .0,
+        503
+    );
+
+    // Stop goes as a command; the exit is reported; then nothing moves it.
+    let (s, st) = call(
+        &app,
+        "POST",
+        &format!("/v1/sessions/{id}/stop"),
+        Some(&key),
+        None,
+    );
+    assert_eq!((s, st["status"].as_str()), (202, Some("running")), "{st}");
+    assert_eq!(
+        app.tunnels.commands.borrow().last().map(|c| c.1.clone()),
+        Some("session.stop".to_owned())
+    );
+    let (s, r) = report(
+        &t1,
+        &h1,
+        json!({"status": "stopped", "reason": "stopped by a member", "exit_code": 143, "at_ms": 2}),
+    );
+    assert_eq!(
+        (s, r["status"].as_str(), r["exit_code"].as_i64()),
+        (200, Some("stopped"), Some(143)),
+        "{r}"
+    );
+    assert_eq!(
+        report(&t1, &h1, json!({"status": "running", "at_ms": 3})).1["error"]["code"],
+        "session_ended"
+    );
+
+    // A queued session stops at once.
+    let (_, q) = start(json!({"project": "app", "agent": "claude", "host": h1}));
+    let (s, st) = call(
+        &app,
+        "POST",
+        &format!("/v1/sessions/{}/stop", q["id"].as_str().unwrap()),
+        Some(&key),
+        Some(json!({"reason": "changed my mind"})),
+    );
+    assert_eq!(
+        (s, st["status"].as_str(), st["reason"].as_str()),
+        (202, Some("stopped"), Some("changed my mind")),
+        "{st}"
+    );
+
+    let (s, page) = call(&app, "GET", "/v1/sessions?status=stopped", Some(&key), None);
+    assert_eq!(
+        (s, page["data"].as_array().map(Vec::len)),
+        (200, Some(2)),
+        "{page}"
+    );
+    assert_eq!(
+        call(&app, "GET", "/v1/sessions?status=nope", Some(&key), None).0,
+        400
+    );
+    assert_eq!(
+        call(&app, "GET", "/v1/sessions/ses_123", Some(&key), None).0,
+        400
     );
 }
