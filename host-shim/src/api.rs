@@ -219,6 +219,33 @@ impl ApiClient {
         })
     }
 
+    /// `GET path`, its JSON answer.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        self.json(Method::GET, path, self.request(Method::GET, path))
+            .await
+    }
+
+    /// `POST path` with a JSON body, its JSON answer.
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, Error> {
+        self.json(
+            Method::POST,
+            path,
+            self.request(Method::POST, path).json(body),
+        )
+        .await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete_path(&self, path: &str) -> Result<(), Error> {
+        self.send(Method::DELETE, path, self.request(Method::DELETE, path))
+            .await
+            .map(drop)
+    }
+
     /// `GET /health`, timed, with the server's clock.
     pub async fn health(&self) -> Result<Health, Error> {
         let started = Instant::now();

@@ -1,13 +1,16 @@
 //! The command line: argument definitions here, one module per command group.
 
+mod attach;
 mod doctor;
 mod hosts;
 mod login;
 mod pair;
 mod ping;
+mod projects;
 mod service;
 mod status;
 mod up;
+mod worktrees;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -96,6 +99,38 @@ pub enum Command {
         #[command(subcommand)]
         command: HostsCommand,
     },
+    /// Link local git checkouts to the org's projects, so sessions of a project can run here.
+    Projects {
+        #[command(subcommand)]
+        command: ProjectsCommand,
+    },
+    /// Show a session's terminal here: replay it, follow it live, type into it.
+    ///
+    /// Replays from the start (or --from), then follows live until the session ends. With a
+    /// terminal on stdin, keystrokes and resizes go to the agent and the detach keys leave it
+    /// running; piped stdin is forwarded as is. Uses the login (or --server/--key).
+    Attach {
+        /// The session id (ses_...).
+        session: String,
+        /// Where to start: `start`, `now`, a byte offset, or a stream offset.
+        #[arg(long, default_value = "start")]
+        from: String,
+        /// The keys that detach, e.g. `ctrl-]` or `ctrl-p,ctrl-q`.
+        #[arg(long, default_value = "ctrl-]")]
+        detach_keys: String,
+        /// Only watch: send no keystrokes or resizes.
+        #[arg(long)]
+        no_input: bool,
+        #[arg(long, env = "TETHER_URL")]
+        server: Option<String>,
+        #[arg(long, env = "TETHER_KEY", hide_env_values = true)]
+        key: Option<String>,
+    },
+    /// List, remove, prune and import the git worktrees of sessions on this machine.
+    Worktrees {
+        #[command(subcommand)]
+        command: WorktreesCommand,
+    },
     /// Check that a Tether server answers: its health and version.
     Ping {
         /// The server's base URL, e.g. http://127.0.0.1:8787.
@@ -110,6 +145,57 @@ pub enum ServiceCommand {
     Install,
     /// Remove the unit (and its `systemctl --user enable` link).
     Uninstall,
+}
+
+#[derive(Subcommand)]
+pub enum ProjectsCommand {
+    /// Link the checkout at PATH (any folder inside it) to a project of the org.
+    Link {
+        path: std::path::PathBuf,
+        /// The project's name or id. Default: the checkout's folder name.
+        #[arg(long)]
+        project: Option<String>,
+        /// Create the project when the org has none of that name.
+        #[arg(long)]
+        create: bool,
+    },
+    /// Drop the link of a project (name or id).
+    Unlink { project: String },
+    /// The projects linked on this machine.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum WorktreesCommand {
+    /// Every worktree Tether created or imported, with its state (clean, dirty, missing,
+    /// orphan).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a worktree (and its folder). Refuses one with uncommitted changes unless --force.
+    Remove {
+        path: std::path::PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove the worktrees Tether created that git or the disk no longer has (never an
+    /// imported one).
+    Prune {
+        /// Only say what would go.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Record an existing linked worktree (not a main checkout) so Tether lists it.
+    Import {
+        path: std::path::PathBuf,
+        /// The project it belongs to (id).
+        #[arg(long)]
+        project: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -154,6 +240,26 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             key,
             command,
         } => hosts::hosts(&paths()?, server, key, command).await,
+        Command::Projects { command } => projects::projects(&paths()?, command).await,
+        Command::Attach {
+            session,
+            from,
+            detach_keys,
+            no_input,
+            server,
+            key,
+        } => {
+            let args = attach::AttachArgs {
+                server,
+                key,
+                session,
+                from,
+                detach_keys,
+                no_input,
+            };
+            attach::attach(&paths()?, args).await
+        }
+        Command::Worktrees { command } => worktrees::worktrees(&paths()?, command).await,
     }
 }
 

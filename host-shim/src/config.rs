@@ -1,8 +1,17 @@
-//! `config.toml`: the CLI's login (the edge's URL and a member's API key).
+//! `config.toml`: the CLI's login (the edge's URL and a member's API key), and the daemon's
+//! settings for sessions.
 //!
 //! ```toml
 //! server = "https://tether.example.com"
 //! key = "tk_..."
+//! worktree_dir = "/home/me/worktrees"   # optional
+//!
+//! [presets.my-agent]                      # optional: custom agent presets
+//! command = "my-agent"
+//! args = ["--interactive"]
+//! prompt = "argv"                         # argv | stdin | none
+//! prompt_args = ["--prompt"]
+//! env = { MY_AGENT_MODE = "fast" }
 //! ```
 //!
 //! The file holds a secret, so it is written like the host key: mode 0600, atomically. Keys
@@ -21,7 +30,10 @@ pub struct Config {
     /// A member's API key (`tk_...`) for the member commands (`tether hosts ...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// Settings of newer versions, preserved on save.
+    /// Where session worktrees go (default: `<state dir>/worktrees`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree_dir: Option<std::path::PathBuf>,
+    /// Settings of newer versions (and `[presets.NAME]` tables), preserved on save.
     #[serde(flatten)]
     pub other: toml::Table,
 }

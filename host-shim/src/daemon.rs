@@ -10,12 +10,17 @@
 //! else, which the unit restarts.
 
 use crate::Error;
+use crate::config::Config;
+use crate::host_auth::HostAuth;
 use crate::identity::Identity;
 use crate::paths::Paths;
+use crate::presets;
+use crate::sessions::{Sessions, Settings};
 use crate::state::{Pairing, State};
 use crate::tunnel::Tunnel;
 use std::fs::File;
 use std::future::Future;
+use std::sync::Arc;
 use tracing::info;
 
 /// The exit status that tells the service manager not to restart the daemon (`EX_CONFIG`).
@@ -110,21 +115,40 @@ pub async fn run_daemon(daemon: Daemon, shutdown: impl Future<Output = ()>) -> R
         state = %daemon.paths.state_dir.display(),
         "tether daemon started"
     );
+    let config = Config::load(&daemon.paths.config_file())?;
+    let settings = Settings {
+        worktree_dir: config
+            .worktree_dir
+            .clone()
+            .unwrap_or_else(|| daemon.paths.state_dir.join("worktrees")),
+        spool_dir: daemon.paths.state_dir.join("spool"),
+        custom_presets: presets::load_custom(&config.other)
+            .map_err(|e| Error::InvalidConfig(e.to_string()))?,
+    };
+    // No idle connections kept for tokens: the client is used once per connect, and when a
+    // tunnel dies of silence (a half-open path) a pooled connection on that path is dead too;
+    // reusing it would stall the reconnect until the timeout.
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(15))
+        .pool_max_idle_per_host(0)
+        .build()
+        .map_err(Error::HttpClient)?;
+    let auth = Arc::new(HostAuth::new(
+        &daemon.pairing.server,
+        &daemon.pairing.host_id,
+        daemon.identity,
+        http,
+    ));
+    let state = Arc::new(daemon.state);
+    let sessions = Sessions::new(state.clone(), auth.clone(), settings)?;
+    sessions.recover().await?;
     let tunnel = Tunnel {
-        server: daemon.pairing.server.clone(),
-        host_id: daemon.pairing.host_id.clone(),
-        identity: &daemon.identity,
-        state: &daemon.state,
-        // No idle connections kept: the client is used once per connect, and when a tunnel
-        // dies of silence (a half-open path) a pooled connection on that path is dead too; reusing
-        // it would stall the reconnect until the timeout.
-        http: reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(15))
-            .pool_max_idle_per_host(0)
-            .build()
-            .map_err(Error::HttpClient)?,
+        auth: &auth,
+        state: &state,
+        sessions: &sessions,
     };
     let outcome = tunnel.run(shutdown).await;
+    sessions.shutdown().await;
     info!("tether daemon stopped");
     outcome.map_err(Error::TunnelStopped)
 }

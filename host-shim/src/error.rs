@@ -93,6 +93,9 @@ pub enum Error {
     #[error("invalid server URL {url:?}: {reason}")]
     InvalidServer { url: String, reason: &'static str },
 
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+
     #[error("building the HTTP client")]
     HttpClient(#[source] reqwest::Error),
 

@@ -11,6 +11,11 @@
 //!   heartbeats, RPCs, commands handled once, reconnects); [`service`]: its systemd user unit.
 //! - [`streams`]: the Durable Streams client the daemon publishes terminal output with: a
 //!   plain [`streams::StreamClient`] and a batching, exactly-once [`streams::IdempotentProducer`].
+//! - [`host_auth`]: the host token (a signed server nonce), cached for the tunnel and the
+//!   session code's HTTP calls.
+//! - [`sessions`]: agent sessions: a start command becomes a worktree ([`worktree`]), an
+//!   agent from a preset ([`presets`]) in a PTY, its output spooled and shipped exactly once
+//!   into the session's stream, its status reported to the edge.
 //!
 //! Secret files (the key, the config) are written through one helper that creates them 0600
 //! and renames them into place, so they are never readable by others, even for a moment.
@@ -21,12 +26,16 @@ pub mod daemon;
 pub mod doctor;
 mod error;
 mod files;
+pub mod host_auth;
 pub mod identity;
 pub mod pairing;
 pub mod paths;
+pub mod presets;
 pub mod service;
+pub mod sessions;
 pub mod state;
 pub mod streams;
 pub mod tunnel;
+pub mod worktree;
 
 pub use error::Error;

@@ -10,6 +10,13 @@
 //! - `kv(key, value)`: small settings; the pairing (`host_id`, `org_id`, `server`).
 //! - `commands(id, seq, received_at, done_at)`: every command the edge delivered, so a command
 //!   redelivered after a lost ack is recognised and not run twice. Times are Unix milliseconds.
+//! - `links(project_id, project_name, path)`: the local checkout of each project linked here.
+//! - `sessions(...)`: every agent session this machine ran: its status as last reported
+//!   (`version` bumps on each change, `reported` is the version the edge acknowledged) and its
+//!   output's shipping state (`shipped` spool bytes acknowledged by the stream, the producer's
+//!   epoch and next seq, and `inflight_end`, the end of the batch sent with that seq and not yet
+//!   acknowledged, so a restart resends exactly that batch).
+//! - `worktrees(path, checkout, ...)`: git worktrees Tether created or imported.
 
 use crate::Error;
 use libsql::{Connection, TransactionBehavior, Value};
@@ -17,9 +24,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The schema, in order. Never edit a shipped entry: add a new one.
-pub const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE kv (
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE kv (
          key   TEXT PRIMARY KEY,
          value TEXT NOT NULL
      ) STRICT;
@@ -30,7 +38,48 @@ pub const MIGRATIONS: &[(i64, &str)] = &[(
          done_at     INTEGER
      ) STRICT;
      CREATE INDEX commands_by_seq ON commands (seq);",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE links (
+         project_id   TEXT PRIMARY KEY,
+         project_name TEXT NOT NULL,
+         path         TEXT NOT NULL UNIQUE,
+         linked_at    INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE sessions (
+         id             TEXT PRIMARY KEY,
+         project_id     TEXT NOT NULL,
+         agent          TEXT NOT NULL,
+         stream_path    TEXT NOT NULL,
+         branch         TEXT,
+         worktree       TEXT,
+         status         TEXT NOT NULL,
+         reason         TEXT,
+         exit_code      INTEGER,
+         created_at     INTEGER NOT NULL,
+         started_at     INTEGER,
+         ended_at       INTEGER,
+         shipped        INTEGER NOT NULL DEFAULT 0,
+         producer_epoch INTEGER NOT NULL DEFAULT 0,
+         producer_seq   INTEGER NOT NULL DEFAULT 0,
+         inflight_end   INTEGER,
+         stream_closed  INTEGER NOT NULL DEFAULT 0,
+         version        INTEGER NOT NULL DEFAULT 1,
+         reported       INTEGER NOT NULL DEFAULT 0
+     ) STRICT;
+     CREATE INDEX sessions_by_status ON sessions (status);
+     CREATE TABLE worktrees (
+         path              TEXT PRIMARY KEY,
+         checkout          TEXT NOT NULL,
+         project_id        TEXT,
+         branch            TEXT,
+         session_id        TEXT,
+         created_by_tether INTEGER NOT NULL,
+         created_at        INTEGER NOT NULL
+     ) STRICT;",
+    ),
+];
 
 /// Keys of the `kv` table.
 pub mod keys {
@@ -130,6 +179,11 @@ impl State {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The connection, for the table modules that extend `State` (sessions, worktrees).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     fn err(&self, action: &'static str) -> impl FnOnce(libsql::Error) -> Error + use<> {
@@ -486,14 +540,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/state.db");
         let s = State::open(&path).await.unwrap();
-        assert_eq!(s.schema_version().await.unwrap(), 1);
+        assert_eq!(s.schema_version().await.unwrap(), 2);
         // Opening again, and migrating again, applies nothing and keeps the data.
         s.set("k", "v").await.unwrap();
         assert_eq!(s.migrate().await.unwrap(), 0);
         drop(s);
         let s = State::open(&path).await.unwrap();
         assert_eq!(s.migrate().await.unwrap(), 0);
-        assert_eq!(s.schema_version().await.unwrap(), 1);
+        assert_eq!(s.schema_version().await.unwrap(), 2);
         assert_eq!(s.get("k").await.unwrap().as_deref(), Some("v"));
         #[cfg(unix)]
         {

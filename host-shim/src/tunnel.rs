@@ -7,12 +7,16 @@
 //! failures reconnect with exponential backoff and jitter (reset once a connection has held);
 //! an expired token is refreshed first; revoked, replaced or deleted hosts stop the daemon.
 
-use crate::identity::Identity;
+use crate::host_auth::{HostAuth, TokenError};
+use crate::sessions::Sessions;
 use crate::state::{Received, State};
+use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+use tether_durable::session;
 use tether_durable::tunnel::flow::SendWindow;
 use tether_durable::tunnel::liveness::Liveness;
 use tether_durable::tunnel::{
@@ -53,23 +57,11 @@ enum Ended {
     Closed(Recovery, String),
 }
 
-/// Where the tunnel goes and who this host is.
+/// Where the tunnel goes, who this host is, and what it serves.
 pub struct Tunnel<'a> {
-    pub server: String,
-    pub host_id: String,
-    pub identity: &'a Identity,
+    pub auth: &'a HostAuth,
     pub state: &'a State,
-    pub http: reqwest::Client,
-}
-
-#[derive(Deserialize)]
-struct Nonce {
-    nonce: String,
-}
-
-#[derive(Deserialize)]
-struct Token {
-    token: String,
+    pub sessions: &'a Arc<Sessions>,
 }
 
 /// A failure to connect: transient (retry) or final.
@@ -106,7 +98,7 @@ impl Tunnel<'_> {
             let mut cap = BACKOFF_MAX;
             let why = match outcome {
                 Ok((t, socket)) => {
-                    info!(host_id = %self.host_id, "tunnel connected");
+                    info!(host_id = %self.auth.host_id, "tunnel connected");
                     match self.serve(socket, &mut shutdown).await {
                         Ended::Shutdown => return Ok(()),
                         Ended::Closed(Recovery::Stop, reason) => {
@@ -147,54 +139,20 @@ impl Tunnel<'_> {
 
     /// Signs a fresh server nonce and trades it for a host token.
     async fn token(&self) -> Result<String, ConnectError> {
-        let base = self.server.trim_end_matches('/');
-        let transient = |e: reqwest::Error| {
-            if e.is_connect() || e.is_timeout() || e.is_request() {
-                ConnectError::Unreachable(e.to_string())
-            } else {
-                ConnectError::Transient(e.to_string())
-            }
-        };
-        let res = self
-            .http
-            .post(format!("{base}/v1/hosts/{}/nonce", self.host_id))
-            .send()
-            .await
-            .map_err(transient)?;
-        match res.status().as_u16() {
-            201 => {}
-            404 => return Err(ConnectError::Final(Stopped::Revoked)),
-            s => return Err(ConnectError::Transient(format!("nonce: HTTP {s}"))),
-        }
-        let nonce: Nonce = res.json().await.map_err(transient)?;
-        let signature = self.identity.sign_auth(&self.host_id, &nonce.nonce);
-        let res = self
-            .http
-            .post(format!("{base}/v1/hosts/{}/token", self.host_id))
-            .json(&serde_json::json!({"nonce": nonce.nonce, "signature": signature}))
-            .send()
-            .await
-            .map_err(transient)?;
-        match res.status().as_u16() {
-            200 => Ok(res.json::<Token>().await.map_err(transient)?.token),
-            401 => {
-                let body = res.text().await.unwrap_or_default();
-                if body.contains("invalid_signature") || body.contains("host_revoked") {
-                    Err(ConnectError::Final(Stopped::Refused(body)))
-                } else {
-                    Err(ConnectError::Transient(format!("token refused: {body}")))
-                }
-            }
-            s => Err(ConnectError::Transient(format!("token: HTTP {s}"))),
+        match self.auth.fetch().await {
+            Ok((token, _)) => Ok(token),
+            Err(TokenError::Unreachable(e)) => Err(ConnectError::Unreachable(e)),
+            Err(TokenError::Transient(e)) => Err(ConnectError::Transient(e)),
+            Err(TokenError::Revoked) => Err(ConnectError::Final(Stopped::Revoked)),
+            Err(TokenError::Refused(e)) => Err(ConnectError::Final(Stopped::Refused(e))),
         }
     }
 
     async fn open(&self, token: &str) -> Result<Socket, ConnectError> {
-        let base = self.server.trim_end_matches('/');
         let url = format!(
             "{}/v1/hosts/{}/tunnel",
-            base.replacen("http", "ws", 1),
-            self.host_id
+            self.auth.server.replacen("http", "ws", 1),
+            self.auth.host_id
         );
         let mut req = url
             .into_client_request()
@@ -319,29 +277,32 @@ impl Tunnel<'_> {
     async fn handle(&self, frame: Frame) -> Option<Frame> {
         match frame {
             Frame::Ping { nonce } => Some(Frame::Pong { nonce }),
-            Frame::Request { id, method, .. } => {
-                let result = match method.as_str() {
-                    "host.info" => match self.info().await {
-                        Ok(body) => RpcResult::Ok(body),
-                        Err(e) => RpcResult::Err(RpcError {
-                            code: RpcErrorCode::Internal,
-                            message: e,
-                        }),
-                    },
-                    _ => RpcResult::Err(RpcError {
-                        code: RpcErrorCode::NotFound,
-                        message: format!("this daemon has no method {method}"),
-                    }),
+            Frame::Request {
+                id, method, body, ..
+            } => {
+                let result = match self.request(&method, &body).await {
+                    Ok(body) => RpcResult::Ok(body),
+                    Err(e) => RpcResult::Err(e),
                 };
                 Some(Frame::Response { id, result })
             }
-            Frame::Command { id, seq, kind, .. } => {
+            Frame::Command {
+                id,
+                seq,
+                kind,
+                body,
+                ..
+            } => {
                 match self.state.receive_command(&id, seq as i64).await {
                     Ok(Received::Done) => debug!(%id, "command already handled"),
                     Ok(Received::New | Received::Unfinished) => {
-                        // Handlers are idempotent; today every kind is a no-op that is only
-                        // recorded (sessions add the real ones).
+                        // Handlers are idempotent (a redelivered start is recognised by its
+                        // session id), so an unfinished command simply runs again.
                         info!(%id, seq, %kind, "command");
+                        if let Err(e) = self.command(&kind, &body).await {
+                            warn!(%id, error = %e, "handling a command failed; not acking");
+                            return None;
+                        }
                         if let Err(e) = self.state.finish_command(&id).await {
                             warn!(%id, error = %e, "recording a command failed; not acking");
                             return None;
@@ -369,6 +330,86 @@ impl Tunnel<'_> {
         }
     }
 
+    /// A request from the edge: its JSON answer, or why not.
+    async fn request(&self, method: &str, body: &[u8]) -> Result<Vec<u8>, RpcError> {
+        let bad = |e: serde_json::Error| RpcError {
+            code: RpcErrorCode::BadRequest,
+            message: e.to_string(),
+        };
+        let refused = |message: String| RpcError {
+            code: RpcErrorCode::BadRequest,
+            message,
+        };
+        let internal = |message: String| RpcError {
+            code: RpcErrorCode::Internal,
+            message,
+        };
+        let json =
+            |v: serde_json::Value| serde_json::to_vec(&v).map_err(|e| internal(e.to_string()));
+        match method {
+            "host.info" => self.info().await.map_err(internal),
+            session::INPUT => {
+                let input: session::Input = serde_json::from_slice(body).map_err(bad)?;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(input.data_base64.as_bytes())
+                    .map_err(|e| refused(e.to_string()))?;
+                let n = self
+                    .sessions
+                    .input(&input.session_id, bytes)
+                    .map_err(refused)?;
+                json(serde_json::json!({ "written": n }))
+            }
+            session::RESIZE => {
+                let r: session::Resize = serde_json::from_slice(body).map_err(bad)?;
+                if !r.size.valid() {
+                    return Err(refused("cols and rows: 1 to 1000".into()));
+                }
+                self.sessions
+                    .resize(&r.session_id, r.size.cols, r.size.rows)
+                    .map_err(refused)?;
+                json(serde_json::json!({ "cols": r.size.cols, "rows": r.size.rows }))
+            }
+            session::WORKTREES => {
+                let list = crate::worktree::list_all(self.state)
+                    .await
+                    .map_err(|e| internal(e.to_string()))?;
+                serde_json::to_vec(&list).map_err(|e| internal(e.to_string()))
+            }
+            _ => Err(RpcError {
+                code: RpcErrorCode::NotFound,
+                message: format!("this daemon has no method {method}"),
+            }),
+        }
+    }
+
+    /// A command from the edge. Err when it could not be taken (it is then not acked, and
+    /// comes again); a command that is taken but fails (a session that cannot start) is Ok:
+    /// the failure is the session's to report.
+    async fn command(&self, kind: &str, body: &[u8]) -> Result<(), String> {
+        match kind {
+            session::START => match serde_json::from_slice::<session::StartSession>(body) {
+                Ok(start) => self
+                    .sessions
+                    .start(start)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Err(e) => {
+                    warn!(error = %e, "a malformed session start; dropped");
+                    Ok(())
+                }
+            },
+            session::STOP => {
+                if let Ok(stop) = serde_json::from_slice::<session::Stop>(body) {
+                    self.sessions.stop(&stop.session_id, &stop.reason);
+                }
+                Ok(())
+            }
+            // Other kinds (host.ping and the like) are only recorded.
+            _ => Ok(()),
+        }
+    }
+
     /// `host.info`: who this machine is and how it is doing.
     async fn info(&self) -> Result<Vec<u8>, String> {
         let agents = crate::doctor::detect_agents(Duration::from_secs(5)).await;
@@ -378,7 +419,7 @@ impl Tunnel<'_> {
             .await
             .map_err(|e| e.to_string())?;
         let info = serde_json::json!({
-            "host_id": self.host_id,
+            "host_id": self.auth.host_id,
             "hostname": gethostname::gethostname().to_string_lossy(),
             "os": std::env::consts::OS,
             "arch": std::env::consts::ARCH,

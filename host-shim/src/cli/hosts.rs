@@ -33,7 +33,11 @@ pub async fn hosts(
 
 /// The credentials: an explicit key (with the given or stored server), or the stored login.
 /// A stored key is only ever sent to the server it was stored for.
-fn client(paths: &Paths, server: Option<String>, key: Option<String>) -> Result<ApiClient> {
+pub(super) fn client(
+    paths: &Paths,
+    server: Option<String>,
+    key: Option<String>,
+) -> Result<ApiClient> {
     let config = Config::load(&paths.config_file())?;
     if let Some(key) = key {
         let Some(server) = server.or(config.server) else {

@@ -158,6 +158,15 @@ impl StreamClient {
         })
     }
 
+    /// The same client (and connection pool) with another bearer key, such as a refreshed
+    /// host token.
+    pub fn with_key(&self, key: &str) -> Self {
+        Self {
+            key: key.into(),
+            ..self.clone()
+        }
+    }
+
     /// Overrides the per-request timeouts. Keep `long_poll` above the server's hold time.
     pub fn with_timeouts(mut self, request: Duration, long_poll: Duration) -> Self {
         self.request_timeout = request;

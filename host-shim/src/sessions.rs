@@ -1,0 +1,512 @@
+//! Agent sessions on this machine: from a start command to an agent in a PTY in a fresh
+//! worktree, its output shipped into the session's stream, its status reported to the edge.
+//!
+//! - [`Sessions::start`] records the session (a redelivered start is recognised and ignored)
+//!   and runs it in a task: preset, checkout, worktree, PTY ([`pty`]), shipper ([`ship`]).
+//! - Input, resizes and stops reach the running agent through [`Sessions::input`],
+//!   [`Sessions::resize`] and [`Sessions::stop`].
+//! - Every status change bumps the local record's version; the reporter ([`report`]) sends
+//!   the newest status of each session to the edge until acknowledged, so a status is never
+//!   lost to a network failure or a restart.
+//! - A restart ([`Sessions::recover`]): sessions that were running when the daemon died are
+//!   recorded failed with that reason, and their spooled output is shipped and the stream
+//!   closed. A clean shutdown ([`Sessions::shutdown`]) stops the agents first (status
+//!   `stopped`, reason "the daemon shut down").
+
+pub mod pty;
+pub mod report;
+pub mod ship;
+pub mod store;
+
+use crate::host_auth::HostAuth;
+use crate::presets::{self, Preset};
+use crate::state::State;
+use crate::streams::StreamClient;
+use crate::worktree::{self, CreateWorktree};
+use pty::{Agent, Spawn};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::{LocalSession, StatusChange};
+use tether_durable::session::{SessionStatus, StartSession};
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+/// How long a stopped agent gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// After the agent exits, how long its last output may take to drain from the PTY.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// How long a clean shutdown waits for agents to stop and output to ship (a service manager
+/// allows 90 s by default; a foreground user wants it quick).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(8);
+
+/// Where sessions live on this machine.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Worktrees go in `<worktree_dir>/<project>/<branch>`.
+    pub worktree_dir: PathBuf,
+    /// Spooled terminal output, one file per session.
+    pub spool_dir: PathBuf,
+    /// Presets from the config (they replace built-ins of the same name).
+    pub custom_presets: Vec<Preset>,
+}
+
+/// A session this daemon runs now.
+#[derive(Default)]
+struct Live {
+    agent: Mutex<Option<Arc<Agent>>>,
+    /// Set when a stop was asked for, with its reason.
+    stop: Mutex<Option<String>>,
+    stopped: Notify,
+}
+
+impl Live {
+    fn agent(&self) -> Option<Arc<Agent>> {
+        self.agent.lock().ok().and_then(|a| a.clone())
+    }
+
+    fn stop_reason(&self) -> Option<String> {
+        self.stop.lock().ok().and_then(|s| s.clone())
+    }
+}
+
+/// The sessions of this daemon.
+pub struct Sessions {
+    state: Arc<State>,
+    auth: Arc<HostAuth>,
+    streams: StreamClient,
+    http: reqwest::Client,
+    settings: Settings,
+    live: Mutex<HashMap<String, Arc<Live>>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    reporter: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    report_now: Notify,
+}
+
+impl Sessions {
+    pub fn new(
+        state: Arc<State>,
+        auth: Arc<HostAuth>,
+        settings: Settings,
+    ) -> Result<Arc<Self>, crate::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(crate::Error::HttpClient)?;
+        let streams = StreamClient::with_http(http.clone(), &auth.server, "").map_err(|_| {
+            crate::Error::InvalidServer {
+                url: auth.server.clone(),
+                reason: "not a base URL",
+            }
+        })?;
+        Ok(Arc::new(Self {
+            state,
+            auth,
+            streams,
+            http,
+            settings,
+            live: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            reporter: Mutex::new(None),
+            report_now: Notify::new(),
+        }))
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(handle);
+        }
+    }
+
+    fn spool(&self, id: &str) -> PathBuf {
+        self.settings.spool_dir.join(format!("{id}.out"))
+    }
+
+    /// Records the status change and wakes the reporter.
+    async fn set_status(&self, id: &str, status: SessionStatus, change: StatusChange) {
+        match self.state.set_session_status(id, status, change).await {
+            Ok(true) => {
+                info!(session = %id, status = status.as_str(), "session status");
+                self.report_now.notify_one();
+            }
+            Ok(false) => {}
+            Err(e) => warn!(session = %id, error = %e, "recording a session status failed"),
+        }
+    }
+
+    /// Takes a start command. Ok(false) when the session was already known (redelivery).
+    pub async fn start(self: &Arc<Self>, cmd: StartSession) -> Result<bool, crate::Error> {
+        let fresh = self
+            .state
+            .insert_session(
+                &cmd.session_id,
+                &cmd.project_id,
+                &cmd.agent,
+                &cmd.stream_path,
+            )
+            .await?;
+        if !fresh {
+            return Ok(false);
+        }
+        self.report_now.notify_one();
+        let live = Arc::new(Live::default());
+        if let Ok(mut map) = self.live.lock() {
+            map.insert(cmd.session_id.clone(), live.clone());
+        }
+        let this = self.clone();
+        self.spawn(async move {
+            let id = cmd.session_id.clone();
+            this.run(cmd, &live).await;
+            if let Ok(mut map) = this.live.lock() {
+                map.remove(&id);
+            }
+        });
+        Ok(true)
+    }
+
+    /// A session from start to end.
+    async fn run(self: &Arc<Self>, cmd: StartSession, live: &Live) {
+        let id = cmd.session_id.clone();
+        let (shipped_tx, shipped_rx) = watch::channel(0u64);
+        let (ended_tx, ended_rx) = watch::channel(false);
+        let launched = self.launch(&cmd, live, shipped_rx).await;
+        let agent = match launched {
+            Ok(agent) => agent,
+            Err((status, reason)) => {
+                self.set_status(
+                    &id,
+                    status,
+                    StatusChange {
+                        reason: Some(reason),
+                        ..StatusChange::default()
+                    },
+                )
+                .await;
+                // Nothing was written: close the empty stream so readers stop waiting.
+                ended_tx.send_replace(true);
+                self.ship(&id, watch::channel(0).1, ended_rx, shipped_tx)
+                    .await;
+                return;
+            }
+        };
+        let shipper = {
+            let this = self.clone();
+            let (id, spooled) = (id.clone(), agent.spooled.clone());
+            tokio::spawn(async move { this.ship(&id, spooled, ended_rx, shipped_tx).await })
+        };
+        let exit = wait_exit(&agent, live).await;
+        // Let the last bytes drain out of the PTY (grandchildren may hold it open longer).
+        let mut done = agent.output_done.clone();
+        let _ = tokio::time::timeout(DRAIN_GRACE, done.wait_for(|d| *d)).await;
+        ended_tx.send_replace(true);
+        let (code, signal) = exit;
+        let change = StatusChange {
+            exit_code: Some(code),
+            reason: live
+                .stop_reason()
+                .or_else(|| signal.map(|s| format!("ended by {s}"))),
+            ..StatusChange::default()
+        };
+        let status = if live.stop_reason().is_some() {
+            SessionStatus::Stopped
+        } else {
+            SessionStatus::Exited
+        };
+        self.set_status(&id, status, change).await;
+        let _ = shipper.await;
+    }
+
+    /// Everything up to a running agent; on failure, the status and reason to record.
+    async fn launch(
+        &self,
+        cmd: &StartSession,
+        live: &Live,
+        shipped: watch::Receiver<u64>,
+    ) -> Result<Arc<Agent>, (SessionStatus, String)> {
+        let failed = |reason: String| (SessionStatus::Failed, reason);
+        if crate::state::now_ms() > cmd.start_by_ms {
+            return Err(failed(
+                "host offline too long: the start arrived after its deadline".into(),
+            ));
+        }
+        let preset =
+            presets::resolve(&cmd.agent, &self.settings.custom_presets).ok_or_else(|| {
+                let known: Vec<String> = presets::all(&self.settings.custom_presets)
+                    .into_iter()
+                    .map(|p| p.name)
+                    .collect();
+                failed(format!(
+                    "unknown agent preset {:?} on this host (known: {})",
+                    cmd.agent,
+                    known.join(", ")
+                ))
+            })?;
+        let launch = preset.launch(cmd.prompt.as_deref());
+        let program = presets::find_program(&launch.program, std::env::var_os("PATH").as_deref())
+            .ok_or_else(|| {
+            failed(format!(
+                "agent CLI not found on the host: `{}` (preset {}) is not on the daemon's PATH",
+                launch.program, preset.name
+            ))
+        })?;
+        let link = self
+            .state
+            .link(&cmd.project_id)
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .ok_or_else(|| {
+                failed(format!(
+                    "project {} is not linked on this host: run `tether projects link PATH` here",
+                    cmd.project_id
+                ))
+            })?;
+        let branch = cmd.branch.clone().unwrap_or_else(|| {
+            worktree::branch_name(
+                cmd.task.as_ref().map(|t| t.slug.as_str()),
+                cmd.task
+                    .as_ref()
+                    .map(|t| t.title.as_str())
+                    .or(cmd.prompt.as_deref()),
+                &cmd.session_id,
+            )
+        });
+        let base_dir = self
+            .settings
+            .worktree_dir
+            .join(worktree::slug(&link.project_name, 60));
+        let dir_name = worktree::slug(&branch.replace('/', "-"), 100);
+        let record = worktree::create_and_record(
+            &self.state,
+            &CreateWorktree {
+                checkout: std::path::Path::new(&link.path),
+                base_dir: &base_dir,
+                dir_name: &dir_name,
+                branch: &branch,
+                base: cmd.base_branch.as_deref(),
+            },
+            Some(&cmd.project_id),
+            Some(&cmd.session_id),
+        )
+        .await
+        .map_err(|e| failed(format!("worktree: {e}")))?;
+        if let Some(reason) = live.stop_reason() {
+            return Err((SessionStatus::Stopped, reason));
+        }
+        let mut env: BTreeMap<String, String> = launch.env.clone();
+        env.insert("TERM".into(), "xterm-256color".into());
+        env.insert("COLORTERM".into(), "truecolor".into());
+        env.insert("TETHER_SESSION_ID".into(), cmd.session_id.clone());
+        env.insert("TETHER_HOST_ID".into(), self.auth.host_id.clone());
+        env.insert("TETHER_PROJECT_ID".into(), cmd.project_id.clone());
+        let spool = self.spool(&cmd.session_id);
+        if let Some(dir) = spool.parent() {
+            crate::paths::ensure_private_dir(dir).map_err(|e| failed(e.to_string()))?;
+        }
+        let agent = Agent::spawn(
+            &Spawn {
+                program: &program,
+                args: &launch.args,
+                cwd: &record.path,
+                env: &env,
+                cols: cmd.cols,
+                rows: cmd.rows,
+                spool: &spool,
+            },
+            shipped,
+        )
+        .map_err(|e| failed(format!("could not start the agent: {e}")))?;
+        if let Ok(mut slot) = live.agent.lock() {
+            *slot = Some(agent.clone());
+        }
+        self.set_status(
+            &cmd.session_id,
+            SessionStatus::Running,
+            StatusChange {
+                branch: Some(branch),
+                worktree: Some(record.path.display().to_string()),
+                ..StatusChange::default()
+            },
+        )
+        .await;
+        if let Some(prompt) = launch.stdin {
+            agent.write(format!("{prompt}\r").into_bytes());
+        }
+        Ok(agent)
+    }
+
+    /// Ships the session's spool until its stream is closed.
+    async fn ship(
+        &self,
+        id: &str,
+        spooled: watch::Receiver<u64>,
+        ended: watch::Receiver<bool>,
+        shipped: watch::Sender<u64>,
+    ) {
+        let local = match self.state.session(id).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(session = %id, error = %e, "reading the session failed; not shipping");
+                return;
+            }
+        };
+        let shipper = ship::Shipper {
+            session_id: id.to_owned(),
+            stream_path: local.stream_path.clone(),
+            spool: self.spool(id),
+            state: self.state.clone(),
+            auth: self.auth.clone(),
+            client: self.streams.clone(),
+            spooled,
+            ended,
+            shipped,
+        };
+        match shipper.run(&local).await {
+            Ok(()) => {
+                // Everything is in the stream now; the spool has served its purpose.
+                let _ = std::fs::remove_file(self.spool(id));
+            }
+            Err(e) => warn!(session = %id, error = %e, "shipping stopped"),
+        }
+    }
+
+    /// Types `bytes` into a running session's terminal.
+    pub fn input(&self, id: &str, bytes: Vec<u8>) -> Result<usize, String> {
+        let n = bytes.len();
+        let agent = self.agent(id)?;
+        if agent.write(bytes) {
+            Ok(n)
+        } else {
+            Err("the agent is not reading its input fast enough; try again".into())
+        }
+    }
+
+    pub fn resize(&self, id: &str, cols: u16, rows: u16) -> Result<(), String> {
+        self.agent(id)?
+            .resize(cols, rows)
+            .map_err(|e| e.to_string())
+    }
+
+    fn agent(&self, id: &str) -> Result<Arc<Agent>, String> {
+        self.live
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id).and_then(|l| l.agent()))
+            .ok_or_else(|| format!("session {id} is not running on this host"))
+    }
+
+    /// Stops a session (a stop command). Unknown or ended sessions: nothing to do.
+    pub fn stop(&self, id: &str, reason: &str) {
+        let live = self.live.lock().ok().and_then(|m| m.get(id).cloned());
+        if let Some(live) = live {
+            if let Ok(mut stop) = live.stop.lock() {
+                stop.get_or_insert_with(|| reason.to_owned());
+            }
+            live.stopped.notify_one();
+        }
+    }
+
+    /// After a restart: sessions that were running when the daemon went away are failed with
+    /// that reason (their agents lost their terminal with it), and every stream not yet
+    /// closed gets the rest of its spool, then its close.
+    pub async fn recover(self: &Arc<Self>) -> Result<(), crate::Error> {
+        for s in self.state.unclosed_sessions().await? {
+            if !s.status.is_final() {
+                let reason = match s.status {
+                    SessionStatus::Running => {
+                        "the daemon stopped while the agent ran; the output up to then is kept"
+                    }
+                    _ => "the daemon stopped while the session was starting",
+                };
+                self.set_status(
+                    &s.id,
+                    SessionStatus::Failed,
+                    StatusChange {
+                        reason: Some(reason.into()),
+                        ..StatusChange::default()
+                    },
+                )
+                .await;
+            }
+            self.resume_shipping(&s);
+        }
+        let this = self.clone();
+        let reporter = tokio::spawn(async move { report::run(&this).await });
+        if let Ok(mut slot) = self.reporter.lock() {
+            *slot = Some(reporter);
+        }
+        Ok(())
+    }
+
+    fn resume_shipping(self: &Arc<Self>, s: &LocalSession) {
+        let len = std::fs::metadata(self.spool(&s.id)).map_or(0, |m| m.len());
+        let this = self.clone();
+        let id = s.id.clone();
+        self.spawn(async move {
+            let (shipped, _) = watch::channel(0);
+            this.ship(&id, watch::channel(len).1, watch::channel(true).1, shipped)
+                .await;
+        });
+    }
+
+    /// A clean shutdown: stops every agent, waits (bounded) for their output to ship and
+    /// their status to reach the edge.
+    pub async fn shutdown(&self) {
+        let live: Vec<Arc<Live>> = self
+            .live
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for l in &live {
+            if let Ok(mut stop) = l.stop.lock() {
+                stop.get_or_insert_with(|| "the daemon shut down".into());
+            }
+            l.stopped.notify_one();
+        }
+        let tasks: Vec<_> = self
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        let all = futures_util::future::join_all(tasks);
+        if tokio::time::timeout(SHUTDOWN_WAIT, all).await.is_err() {
+            warn!("some session output is still unshipped; it goes at the next start");
+        }
+        if let Some(reporter) = self.reporter.lock().ok().and_then(|mut r| r.take()) {
+            reporter.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(1500), report::once(self)).await;
+    }
+
+    /// The local records, newest first.
+    pub async fn list(&self, limit: u32) -> Result<Vec<LocalSession>, crate::Error> {
+        self.state.sessions(limit).await
+    }
+}
+
+/// Waits for the agent to exit; a stop request ends it (SIGTERM, then SIGKILL after
+/// [`STOP_GRACE`]).
+async fn wait_exit(agent: &Agent, live: &Live) -> pty::Exit {
+    let Some(mut exited) = agent.exited.lock().ok().and_then(|mut e| e.take()) else {
+        return (-1, None);
+    };
+    if live.stop_reason().is_none() {
+        tokio::select! {
+            r = &mut exited => return r.unwrap_or((-1, None)),
+            () = live.stopped.notified() => {}
+        }
+    }
+    agent.terminate();
+    match tokio::time::timeout(STOP_GRACE, &mut exited).await {
+        Ok(r) => r.unwrap_or((-1, None)),
+        Err(_) => {
+            agent.kill();
+            exited.await.unwrap_or((-1, None))
+        }
+    }
+}
