@@ -15,6 +15,7 @@ mod hosts;
 mod identity;
 mod isolation;
 mod persistence;
+mod sessions;
 mod spin;
 mod stream_client;
 mod streams;

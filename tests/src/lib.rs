@@ -11,8 +11,10 @@
 )]
 
 pub mod host;
+pub mod proxy;
 
 pub use host::{HostHome, TempDir, TetherDaemon, pair, tether_bin};
+pub use proxy::StallProxy;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
