@@ -5,13 +5,13 @@
 //! byte, with what a remote reader of the session's stream received.
 
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tether::streams::{Offset, StreamClient};
 use tether_tests::{
-    Api, HostHome, StallProxy, TempDir, TetherDaemon, Worker, free_port, pair, poll_until,
-    random_secret, root,
+    Api, HostHome, StallProxy, TempDir, TetherDaemon, Worker, agent_transcript, free_port,
+    poll_until, random_secret, session_machine,
 };
 
 /// One machine with a linked checkout, its daemon, and the Worker it talks to (through a
@@ -30,21 +30,6 @@ struct Rig {
     daemon: Option<TetherDaemon>,
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.email=e2e@example.com", "-c", "user.name=E2E"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl Rig {
     async fn start(label: &str, presets: &str) -> Self {
         let port = free_port();
@@ -55,43 +40,9 @@ impl Rig {
         let api = Api::new(&worker.url, &key);
         let proxy = StallProxy::start(&worker.url).await;
         let home = HostHome::new(label);
-        let repo = home.path().join("repo");
-        std::fs::create_dir_all(&repo).unwrap();
-        git(&repo, &["init", "-q", "-b", "main"]);
-        std::fs::write(repo.join("README.md"), "# app\n").unwrap();
-        git(&repo, &["add", "."]);
-        git(&repo, &["commit", "-q", "-m", "init"]);
-        let host_id = pair(&api, &proxy.url, &home, label).await.unwrap();
-        let logs = home.path().join("agent-logs");
-        std::fs::create_dir_all(&logs).unwrap();
-        let agent = root().join("tests/fixtures/fake-agent.py");
-        let config = format!(
-            "worktree_dir = {:?}\n\n[presets.fake]\ncommand = {:?}\nprompt = \"argv\"\n\
-             prompt_args = [\"--prompt\"]\nenv = {{ FAKE_AGENT_LOG_DIR = {:?} }}\n{presets}",
-            home.path().join("worktrees"),
-            agent,
-            logs,
-        );
-        std::fs::create_dir_all(home.config_dir()).unwrap();
-        std::fs::write(home.config_dir().join("config.toml"), config).unwrap();
-        let link = home.command(&[
-            "projects",
-            "link",
-            repo.to_str().unwrap(),
-            "--project",
-            "app",
-            "--create",
-        ]);
-        // Not blocking: the proxy runs on this runtime.
-        let out = tokio::process::Command::from(link.unwrap())
-            .output()
+        let host_id = session_machine(&api, &proxy.url, &home, label, presets)
             .await
             .unwrap();
-        assert!(
-            out.status.success(),
-            "projects link: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let mut rig = Self {
             worker: Some(worker),
             port,
@@ -207,13 +158,7 @@ impl Rig {
 
     /// What the fake agent wrote in session `id`.
     fn transcript(&self, id: &str) -> Vec<u8> {
-        std::fs::read(
-            self.home
-                .path()
-                .join("agent-logs")
-                .join(format!("{id}.out")),
-        )
-        .unwrap_or_default()
+        agent_transcript(&self.home, id)
     }
 
     async fn tether(&self, args: &[&str]) -> std::process::Output {
@@ -546,6 +491,24 @@ async fn sessions_fail_or_stop_with_a_reason() {
         .await;
     // Once it is up (its SIGTERM handler installed, like a real CLI's after start-up).
     wait_seen(&seen, "prompt:", Duration::from_secs(10)).await;
+    // `tether attach` with piped input: forwarded to the agent, the output followed to the end.
+    let url = rig.url();
+    let mut attach = tokio::process::Command::from(
+        rig.home
+            .command(&["attach", &id, "--server", &url, "--key", &rig.key])
+            .unwrap(),
+    );
+    let mut attach = attach
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = attach.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"spam 5\r")
+        .await
+        .unwrap();
+    wait_seen(&seen, "line 4 of 5", Duration::from_secs(10)).await;
     let (st, v) = rig
         .api
         .post(
@@ -575,6 +538,17 @@ async fn sessions_fail_or_stop_with_a_reason() {
         .unwrap()
         .unwrap();
     assert_same_bytes(&got, &rig.transcript(&id), "a stopped session");
+    drop(stdin);
+    let attached = tokio::time::timeout(Duration::from_secs(30), attach.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let notes = String::from_utf8_lossy(&attached.stderr);
+    assert!(
+        attached.status.success() && notes.contains("stopped, exit code 143"),
+        "{notes}"
+    );
+    assert_same_bytes(&attached.stdout, &got, "tether attach, following live");
     let (st, e) = rig
         .api
         .post(&format!("/v1/sessions/{id}/input"), json!({"data": "x"}))

@@ -292,3 +292,69 @@ impl Drop for TetherDaemon {
         let _ = self.child.wait();
     }
 }
+
+/// Runs git in `dir` with a fixed identity; panics with git's stderr when it fails.
+pub fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.email=e2e@example.com", "-c", "user.name=E2E"])
+        .args(args)
+        .output()
+        .expect("running git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Makes `home` a machine ready for sessions: a git checkout (`<home>/repo`, one commit on
+/// `main`) linked to the org's project `app` (created), worktrees under `<home>/worktrees`,
+/// and `tests/fixtures/fake-agent.py` as the agent preset `fake` (plus `extra_config`, more
+/// TOML such as other presets). It logs what it writes to `<home>/agent-logs/<session>.out`
+/// ([`agent_transcript`]). Pairs it with `server`; answers the host id.
+pub async fn session_machine(
+    api: &Api,
+    server: &str,
+    home: &HostHome,
+    name: &str,
+    extra_config: &str,
+) -> Result<String> {
+    let repo = home.path().join("repo");
+    std::fs::create_dir_all(&repo)?;
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README.md"), "# app\n")?;
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "init"]);
+    let host_id = pair(api, server, home, name).await?;
+    let logs = home.path().join("agent-logs");
+    std::fs::create_dir_all(&logs)?;
+    let agent = crate::root().join("tests/fixtures/fake-agent.py");
+    let config = format!(
+        "worktree_dir = {:?}\n\n[presets.fake]\ncommand = {agent:?}\nprompt = \"argv\"\n\
+         prompt_args = [\"--prompt\"]\nenv = {{ FAKE_AGENT_LOG_DIR = {logs:?} }}\n{extra_config}",
+        home.path().join("worktrees"),
+    );
+    std::fs::create_dir_all(home.config_dir())?;
+    std::fs::write(home.config_dir().join("config.toml"), config)?;
+    let link = home.command(&[
+        "projects",
+        "link",
+        &repo.display().to_string(),
+        "--project",
+        "app",
+        "--create",
+    ])?;
+    // Not blocking the runtime: a proxy the machine talks through may run on it.
+    let out = tokio::process::Command::from(link).output().await?;
+    if !out.status.success() {
+        bail!("projects link: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(host_id)
+}
+
+/// What the fake agent wrote in session `id` on `home`.
+pub fn agent_transcript(home: &HostHome, id: &str) -> Vec<u8> {
+    std::fs::read(home.path().join("agent-logs").join(format!("{id}.out"))).unwrap_or_default()
+}

@@ -13,7 +13,9 @@
 pub mod host;
 pub mod proxy;
 
-pub use host::{HostHome, TempDir, TetherDaemon, pair, tether_bin};
+pub use host::{
+    HostHome, TempDir, TetherDaemon, agent_transcript, git, pair, session_machine, tether_bin,
+};
 pub use proxy::StallProxy;
 
 use anyhow::{Context, Result, bail};

@@ -64,6 +64,7 @@ impl Shipper {
         let mut seq = from.producer_seq;
         let mut inflight = from.inflight_end;
         self.shipped.send_replace(shipped as u64);
+        let (mut spool_open, mut ended_open) = (true, true);
         loop {
             let spooled = *self.spooled.borrow() as i64;
             let end = match inflight {
@@ -75,9 +76,15 @@ impl Shipper {
                     self.close(epoch, seq).await?;
                     return Ok(());
                 }
+                // A sender that is gone changes nothing any more; with both gone no byte
+                // can come: the session is over.
                 tokio::select! {
-                    r = self.spooled.changed() => { if r.is_err() { self.spooled = watch::channel(spooled as u64).1; } }
-                    r = self.ended.changed() => { if r.is_err() { self.ended = watch::channel(true).1; } }
+                    r = self.spooled.changed(), if spool_open => spool_open = r.is_ok(),
+                    r = self.ended.changed(), if ended_open => ended_open = r.is_ok(),
+                    else => {
+                        self.close(epoch, seq).await?;
+                        return Ok(());
+                    }
                 }
                 continue;
             }
