@@ -114,26 +114,7 @@ pub enum Probe {
 
 /// The first executable file called `name` in `PATH`.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(p: &Path) -> bool {
-    let Ok(meta) = std::fs::metadata(p) else {
-        return false;
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        meta.is_file() && meta.permissions().mode() & 0o111 != 0
-    }
-    #[cfg(not(unix))]
-    {
-        meta.is_file()
-    }
+    crate::presets::find_program(name, std::env::var_os("PATH").as_deref())
 }
 
 /// Finds `name` on `PATH` and runs `<path> --version` with a deadline.
@@ -501,11 +482,6 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(10));
         let err = version_of(&bad, VERSION_TIMEOUT).await.unwrap_err();
         assert!(err.contains("failed"), "{err}");
-        // A file without the execute bit is not a tool.
-        let plain = dir.path().join("plain");
-        std::fs::write(&plain, "x").unwrap();
-        assert!(!is_executable(&plain));
-        assert!(is_executable(&good));
     }
 
     #[test]

@@ -107,6 +107,25 @@ impl Rig {
         v
     }
 
+    /// Starts a session, follows its stream, and waits until it runs and the agent is up (its
+    /// prompt line drawn: its terminal is raw and its SIGTERM handler set, as a real CLI's after
+    /// start-up; keys typed earlier would be echoed by the not yet raw terminal). Answers the
+    /// running session, the bytes seen so far (growing) and the reader.
+    async fn start_running(&mut self, body: Value) -> (Value, Seen, Reader) {
+        let s = self.start_session(body).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+        let (seen, reader) = read_stream(
+            self.url(),
+            self.key.clone(),
+            s["stream_path"].as_str().unwrap().to_owned(),
+        );
+        let running = self
+            .wait_status(&id, "running", Duration::from_secs(30))
+            .await;
+        wait_seen(&seen, "prompt:", Duration::from_secs(10)).await;
+        (running, seen, reader)
+    }
+
     async fn session(&self, id: &str) -> Value {
         let (s, v) = self.api.get(&format!("/v1/sessions/{id}")).await;
         assert_eq!(s, 200, "{v}");
@@ -169,11 +188,10 @@ impl Rig {
 
 /// A remote reader of a stream: catch-up then long-polls, riding out edge restarts, until the
 /// stream is closed. `seen` grows as bytes arrive.
-fn read_stream(
-    url: String,
-    key: String,
-    path: String,
-) -> (Arc<Mutex<Vec<u8>>>, tokio::task::JoinHandle<Vec<u8>>) {
+type Seen = Arc<Mutex<Vec<u8>>>;
+type Reader = tokio::task::JoinHandle<Vec<u8>>;
+
+fn read_stream(url: String, key: String, path: String) -> (Seen, Reader) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let shared = seen.clone();
     let task = tokio::spawn(async move {
@@ -234,23 +252,15 @@ fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
 #[tokio::test]
 async fn a_session_streams_its_terminal_exactly_across_a_tunnel_drop_and_an_edge_restart() {
     let mut rig = Rig::start("ses-e2e", "").await;
-    let s = rig
-        .start_session(json!({"project": "app", "agent": "fake", "prompt": "Build the thing; don't break it.\n$(rm -rf /)"}))
+    let (running, seen, reader) = rig
+        .start_running(json!({"project": "app", "agent": "fake", "prompt": "Build the thing; don't break it.\n$(rm -rf /)"}))
         .await;
-    let id = s["id"].as_str().unwrap().to_owned();
+    let id = running["id"].as_str().unwrap().to_owned();
     assert_eq!(
-        s["host_id"],
+        running["host_id"],
         rig.host_id.as_str(),
         "any online host: the only one"
     );
-    let (seen, reader) = read_stream(
-        rig.url(),
-        rig.key.clone(),
-        s["stream_path"].as_str().unwrap().to_owned(),
-    );
-    let running = rig
-        .wait_status(&id, "running", Duration::from_secs(30))
-        .await;
     let worktree = PathBuf::from(running["worktree"].as_str().unwrap());
     assert!(
         running["branch"]
@@ -364,19 +374,11 @@ async fn a_daemon_restart_keeps_the_output_and_leaves_a_truthful_status() {
     let mut rig = Rig::start("ses-restart", "").await;
 
     // A clean shutdown stops the agent, ships its last words and says why it stopped.
-    let s = rig
-        .start_session(json!({"project": "app", "agent": "fake", "host": rig.host_id}))
+    let host = rig.host_id.clone();
+    let (s, seen, reader) = rig
+        .start_running(json!({"project": "app", "agent": "fake", "host": host}))
         .await;
     let id = s["id"].as_str().unwrap().to_owned();
-    let (seen, reader) = read_stream(
-        rig.url(),
-        rig.key.clone(),
-        s["stream_path"].as_str().unwrap().to_owned(),
-    );
-    rig.wait_status(&id, "running", Duration::from_secs(30))
-        .await;
-    // Typed once the agent is up: earlier, the terminal (not yet raw) would echo it.
-    wait_seen(&seen, "prompt:", Duration::from_secs(10)).await;
     rig.type_in(&id, "spam 200\r").await;
     wait_seen(&seen, "line 199 of 200", Duration::from_secs(10)).await;
     assert_eq!(rig.daemon().stop().await.code(), Some(0));
@@ -396,18 +398,10 @@ async fn a_daemon_restart_keeps_the_output_and_leaves_a_truthful_status() {
     // A crash (SIGKILL): the agent loses its terminal; after the restart the session says
     // so, and everything the daemon had read is in the stream.
     rig.start_daemon().await;
-    let s = rig
-        .start_session(json!({"project": "app", "agent": "fake"}))
+    let (s, seen, reader) = rig
+        .start_running(json!({"project": "app", "agent": "fake"}))
         .await;
     let id = s["id"].as_str().unwrap().to_owned();
-    let (seen, reader) = read_stream(
-        rig.url(),
-        rig.key.clone(),
-        s["stream_path"].as_str().unwrap().to_owned(),
-    );
-    rig.wait_status(&id, "running", Duration::from_secs(30))
-        .await;
-    wait_seen(&seen, "prompt:", Duration::from_secs(10)).await;
     rig.type_in(&id, "spam 300\r").await;
     wait_seen(&seen, "line 299 of 300", Duration::from_secs(10)).await;
     rig.daemon().kill().await;
@@ -478,19 +472,10 @@ async fn sessions_fail_or_stop_with_a_reason() {
     assert!(v["reason"].as_str().unwrap().contains("worktree"), "{v}");
 
     // A stop through the API: SIGTERM, the agent's goodbye in the stream, status stopped.
-    let s = rig
-        .start_session(json!({"project": "app", "agent": "fake"}))
+    let (s, seen, reader) = rig
+        .start_running(json!({"project": "app", "agent": "fake"}))
         .await;
     let id = s["id"].as_str().unwrap().to_owned();
-    let (seen, reader) = read_stream(
-        rig.url(),
-        rig.key.clone(),
-        s["stream_path"].as_str().unwrap().to_owned(),
-    );
-    rig.wait_status(&id, "running", Duration::from_secs(30))
-        .await;
-    // Once it is up (its SIGTERM handler installed, like a real CLI's after start-up).
-    wait_seen(&seen, "prompt:", Duration::from_secs(10)).await;
     // `tether attach` with piped input: forwarded to the agent, the output followed to the end.
     let url = rig.url();
     let mut attach = tokio::process::Command::from(

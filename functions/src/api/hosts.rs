@@ -145,7 +145,11 @@ pub async fn speedtest(
 }
 
 /// A host of the caller's org that is not revoked.
-async fn live_host(app: &impl Backend, p: &Principal, id: &str) -> Result<Host, ApiError> {
+pub(super) async fn live_host(
+    app: &impl Backend,
+    p: &Principal,
+    id: &str,
+) -> Result<Host, ApiError> {
     let host = hosts::host(app.db(), &p.org_id, id).await?;
     if host.revoked_at.is_some() {
         return Err(ApiError::new(

@@ -150,14 +150,7 @@ async fn choose_host(
     let project = links.first().map_or("", |l| l.project_name.as_str());
     match asked {
         Some(id) if id != "any" => {
-            let host = hosts::host(app.db(), &p.org_id, id).await?;
-            if host.revoked_at.is_some() {
-                return Err(ApiError::new(
-                    StatusCode::GONE,
-                    "host_revoked",
-                    "this host was revoked",
-                ));
-            }
+            let host = super::hosts::live_host(app, p, id).await?;
             if !links.iter().any(|l| l.host_id == host.id) {
                 return Err(ApiError::conflict(
                     "project_not_linked",
