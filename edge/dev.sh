@@ -95,6 +95,12 @@ case "$answer" in
     curl -s -H "x-api-key: \$TETHER_KEY" \$TETHER_URL/v1/me
     curl -s -H "x-api-key: \$TETHER_KEY" -H 'content-type: application/json' \\
          -d '{"title": "My first task"}' \$TETHER_URL/v1/tasks
+
+  Run an agent here (any git checkout; an agent CLI such as claude on the daemon's PATH):
+    $tether projects link ~/code/app --project app --create
+    curl -s -H "x-api-key: \$TETHER_KEY" -H 'content-type: application/json' \\
+         -d '{"project": "app", "agent": "claude", "prompt": "Fix the build"}' \$TETHER_URL/v1/sessions
+    $tether attach ses_...        # Ctrl-] detaches
     API reference: $url/v1/openapi.json
 
 MSG

@@ -284,6 +284,16 @@ async fn every_command_has_help() {
         &["hosts", "approve"],
         &["hosts", "revoke"],
         &["ping"],
+        &["projects"],
+        &["projects", "link"],
+        &["projects", "unlink"],
+        &["projects", "list"],
+        &["attach"],
+        &["worktrees"],
+        &["worktrees", "list"],
+        &["worktrees", "remove"],
+        &["worktrees", "prune"],
+        &["worktrees", "import"],
     ];
     for cmd in commands {
         let mut args = cmd.to_vec();

@@ -167,7 +167,7 @@ async fn output(streams: &StreamClient, path: &str, mut offset: Offset) -> Resul
 async fn forward_input(client: &ApiClient, id: &str, detach: &[u8], tty: bool) -> Result<()> {
     let mut stdin = tokio::io::stdin();
     let mut buf = vec![0u8; 4096];
-    let mut matched = 0usize;
+    let mut detector = Detach::new(detach);
     #[cfg(unix)]
     let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
     loop {
@@ -185,26 +185,60 @@ async fn forward_input(client: &ApiClient, id: &str, detach: &[u8], tty: bool) -
             // Piped input ran out: keep showing the output.
             return std::future::pending().await;
         }
-        let mut out = Vec::with_capacity(n);
-        for &b in buf.iter().take(n) {
-            if tty && detach.get(matched) == Some(&b) {
-                matched += 1;
-                if matched == detach.len() {
-                    send(client, id, &out).await?;
-                    return Ok(());
+        let (out, detached) = match buf.get(..n) {
+            Some(keys) if tty => detector.feed(keys),
+            Some(keys) => (keys.to_vec(), false),
+            None => (Vec::new(), false),
+        };
+        send(client, id, &out).await?;
+        if detached {
+            return Ok(());
+        }
+    }
+}
+
+/// Watches keystrokes for the detach sequence, across reads.
+struct Detach<'a> {
+    keys: &'a [u8],
+    matched: usize,
+}
+
+impl<'a> Detach<'a> {
+    fn new(keys: &'a [u8]) -> Self {
+        Self { keys, matched: 0 }
+    }
+
+    /// The bytes to send on, and whether the sequence completed (what follows it is dropped).
+    /// A partial sequence that does not complete is sent after all.
+    fn feed(&mut self, input: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(input.len());
+        for &b in input {
+            if self.keys.get(self.matched) == Some(&b) {
+                self.matched += 1;
+                if self.matched == self.keys.len() {
+                    self.matched = 0;
+                    return (out, true);
                 }
                 continue;
             }
-            // A partial detach sequence that did not complete is typed after all.
-            out.extend(detach.iter().take(matched));
-            matched = 0;
+            out.extend(self.keys.iter().take(self.matched));
+            self.matched = 0;
+            // The byte that broke a partial match may start a new one (a one-key sequence
+            // always matched above).
+            if self.keys.first() == Some(&b) {
+                self.matched = 1;
+                continue;
+            }
             out.push(b);
         }
-        send(client, id, &out).await?;
+        (out, false)
     }
 }
 
 async fn send(client: &ApiClient, id: &str, bytes: &[u8]) -> Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
     for piece in bytes.chunks(tether_durable::session::MAX_INPUT) {
         let body = serde_json::json!({
             "data_base64": base64::engine::general_purpose::STANDARD.encode(piece)
@@ -239,6 +273,21 @@ async fn send_size(client: &ApiClient, id: &str) -> Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_detach_sequence_is_found_across_reads_and_partial_ones_are_typed() {
+        let keys = parse_detach_keys("ctrl-p,ctrl-q").unwrap();
+        let mut d = Detach::new(&keys);
+        assert_eq!(d.feed(b"ls\r"), (b"ls\r".to_vec(), false));
+        // Ctrl-P then something else: both are typed.
+        assert_eq!(d.feed(&[0x10, b'x']), (vec![0x10, b'x'], false));
+        // Ctrl-P, Ctrl-P, Ctrl-Q: the first Ctrl-P is typed, the rest detaches.
+        assert_eq!(d.feed(&[b'a', 0x10]), (vec![b'a'], false));
+        assert_eq!(d.feed(&[0x10, 0x11, b'z']), (vec![0x10], true));
+        let single = parse_detach_keys("ctrl-]").unwrap();
+        let mut d = Detach::new(&single);
+        assert_eq!(d.feed(b"ab\x1dcd"), (b"ab".to_vec(), true));
+    }
 
     #[test]
     fn detach_keys_and_offsets_parse() {
