@@ -33,6 +33,8 @@ use tether_durable::session::{SessionStatus, StartSession};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
+/// Sessions one daemon runs at once; more fail with the reason.
+pub const MAX_RUNNING: usize = 64;
 /// How long a stopped agent gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// After the agent exits, how long its last output may take to drain from the PTY.
@@ -229,6 +231,12 @@ impl Sessions {
         shipped: watch::Receiver<u64>,
     ) -> Result<Arc<Agent>, (SessionStatus, String)> {
         let failed = |reason: String| (SessionStatus::Failed, reason);
+        let running = self.live.lock().map_or(0, |m| m.len());
+        if running > MAX_RUNNING {
+            return Err(failed(format!(
+                "this host already runs {MAX_RUNNING} sessions; stop one or use another host"
+            )));
+        }
         if crate::state::now_ms() > cmd.start_by_ms {
             return Err(failed(
                 "host offline too long: the start arrived after its deadline".into(),
