@@ -379,6 +379,10 @@ impl Sessions {
                 // Everything is in the stream now; the spool has served its purpose.
                 let _ = std::fs::remove_file(self.spool(id));
             }
+            Err(ship::ShipError::Full) => {
+                warn!(session = %id, "the terminal stream is full; stopping the agent");
+                self.stop(id, "its terminal output reached the stream's 1 GiB limit");
+            }
             Err(e) => warn!(session = %id, error = %e, "shipping stopped"),
         }
     }

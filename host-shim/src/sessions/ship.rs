@@ -49,6 +49,8 @@ pub struct Shipper {
 pub enum ShipError {
     #[error("the stream is gone (deleted on the server)")]
     Gone,
+    #[error("the stream is full (its size limit)")]
+    Full,
     #[error(transparent)]
     Local(#[from] crate::Error),
     #[error("reading the spool: {0}")]
@@ -107,7 +109,14 @@ impl Shipper {
                         .await?;
                     inflight = next;
                 }
-                Err(Restart) => {
+                Err(Refused::Full) => {
+                    // Nothing more fits: close it (nothing to append, so that still works)
+                    // and let the session end with the reason.
+                    self.close_plain().await;
+                    self.state.mark_stream_closed(&self.session_id).await?;
+                    return Err(ShipError::Full);
+                }
+                Err(Refused::Restart) => {
                     // Our producer state no longer matches the stream's (a lost database, a
                     // stream written by someone else): start a new epoch from the stream's
                     // own tail, which is exact for a stream only this daemon writes.
@@ -145,9 +154,9 @@ impl Shipper {
         }
     }
 
-    /// One append, retried until the stream has it. `Err(Restart)` when the producer state
-    /// is out of step with the stream.
-    async fn append(&self, body: Bytes, epoch: i64, seq: i64, close: bool) -> Result<(), Restart> {
+    /// One append, retried until the stream has it: `Restart` when the producer state is out
+    /// of step with the stream, `Full` when the stream has no room for it.
+    async fn append(&self, body: Bytes, epoch: i64, seq: i64, close: bool) -> Result<(), Refused> {
         let mut wait = RETRY_MIN;
         loop {
             let client = self.client().await;
@@ -169,8 +178,9 @@ impl Shipper {
                     | StreamError::SequenceGap { .. }
                     | StreamError::Gone { .. },
                 ) => {
-                    return Err(Restart);
+                    return Err(Refused::Restart);
                 }
+                Err(StreamError::Status { status: 413, .. }) => return Err(Refused::Full),
                 Err(e) => e,
             };
             if matches!(&e, StreamError::Status { status: 401, .. }) {
@@ -193,21 +203,23 @@ impl Shipper {
     async fn close(&self, epoch: i64, seq: i64) -> Result<(), ShipError> {
         if self.append(Bytes::new(), epoch, seq, true).await.is_err() {
             // Out of step on the very last step: close without the producer.
-            let client = self.client().await;
-            let _ = client
-                .append(
-                    &self.stream_path,
-                    Append {
-                        content_type: TERMINAL_CONTENT_TYPE,
-                        body: Bytes::new(),
-                        producer: None,
-                        close: true,
-                    },
-                )
-                .await;
+            self.close_plain().await;
         }
         self.state.mark_stream_closed(&self.session_id).await?;
         Ok(())
+    }
+
+    /// A close-only append without a producer, best effort.
+    async fn close_plain(&self) {
+        let close = Append {
+            content_type: TERMINAL_CONTENT_TYPE,
+            body: Bytes::new(),
+            producer: None,
+            close: true,
+        };
+        if let Err(e) = self.client().await.append(&self.stream_path, close).await {
+            warn!(session = %self.session_id, error = %e, "closing the stream failed");
+        }
     }
 
     /// The stream's length in bytes (its tail offset).
@@ -233,5 +245,10 @@ impl Shipper {
     }
 }
 
-/// The producer's (epoch, seq) is out of step with the stream.
-struct Restart;
+/// Why an append will never be taken as it is.
+enum Refused {
+    /// The producer's (epoch, seq) is out of step with the stream.
+    Restart,
+    /// The stream is at its size limit.
+    Full,
+}
