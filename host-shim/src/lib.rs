@@ -11,6 +11,8 @@
 //!   heartbeats, RPCs, commands handled once, reconnects); [`service`]: its systemd user unit.
 //! - [`streams`]: the Durable Streams client the daemon publishes terminal output with: a
 //!   plain [`streams::StreamClient`] and a batching, exactly-once [`streams::IdempotentProducer`].
+//! - [`hooks`]: the agents' hook protocols (Claude Code, Codex) and Tether's managed entries in
+//!   their config files, for the guardrails (the `tether hook` command is not wired yet).
 //! - [`host_auth`]: the host token (a signed server nonce), cached for the tunnel and the
 //!   session code's HTTP calls.
 //! - [`sessions`]: agent sessions: a start command becomes a worktree ([`worktree`]), an
@@ -26,6 +28,7 @@ pub mod daemon;
 pub mod doctor;
 mod error;
 mod files;
+pub mod hooks;
 pub mod host_auth;
 pub mod identity;
 pub mod pairing;
