@@ -2,7 +2,8 @@
 # README command 2: every check and test, as CI runs it. Installs what it needs first.
 #   format, clippy (native and both wasm targets), the portability rules, the wasm builds
 #   (Worker with its size, Spin component), unit tests and the end-to-end tests against the
-#   Worker in workerd and the component under `wasmtime serve`.
+#   Worker in workerd and the component under `wasmtime serve`; the guardrail policies (their
+#   own workspace: unit tests, components built, checked for imports, run under wasmtime).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -42,6 +43,17 @@ bash edge/build.sh
 
 step "the tether daemon (the end-to-end tests run it)"
 cargo build -p tether --locked
+
+step "guardrail policies (wasm-plugins, its own workspace): format, clippy, unit tests, components"
+(
+  cd wasm-plugins
+  cargo fmt --all -- --check
+  cargo clippy --all-targets --locked -- -D warnings
+  cargo clippy --target wasm32-unknown-unknown --locked -- -D warnings
+  cargo test --locked
+)
+bash wasm-plugins/build.sh
+python3 wasm-plugins/smoke.py
 
 step "tests: unit and end to end"
 cargo test --locked

