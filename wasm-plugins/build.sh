@@ -60,4 +60,14 @@ for manifest in policies/*/Cargo.toml; do
 done
 
 [[ $status -eq 0 ]] || fail "some components have forbidden imports (see above)"
+
+# Fixtures for the daemon's sandbox tests, never shipped: `hostile` misbehaves as its config
+# says, and its wasm32-wasip2 build (feature `wasi`) imports WASI, which the daemon must refuse.
+mkdir -p "$dist/test"
+wasm-tools component new "$CARGO_TARGET_DIR/$target/release/hostile.wasm" -o "$dist/test/hostile.wasm"
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+cargo build --release --target wasm32-wasip2 -p hostile --features wasi
+cp "$CARGO_TARGET_DIR/wasm32-wasip2/release/hostile.wasm" "$dist/test/hostile-wasi.wasm"
+wasm-tools component wit "$dist/test/hostile-wasi.wasm" | grep -q 'import wasi:' ||
+    fail "the WASI fixture imports no WASI"
 echo "components in $dist"

@@ -33,6 +33,7 @@ pub mod host_auth;
 pub mod identity;
 pub mod pairing;
 pub mod paths;
+pub mod policy;
 pub mod presets;
 pub mod service;
 pub mod sessions;
