@@ -6,6 +6,7 @@ mod hosts;
 mod login;
 mod pair;
 mod ping;
+mod policy;
 mod projects;
 mod service;
 mod status;
@@ -131,6 +132,11 @@ pub enum Command {
         #[command(subcommand)]
         command: WorktreesCommand,
     },
+    /// The machine's guardrail policies (WebAssembly components), and a test bench for them.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Check that a Tether server answers: its health and version.
     Ping {
         /// The server's base URL, e.g. http://127.0.0.1:8787.
@@ -165,6 +171,42 @@ pub enum ProjectsCommand {
     List {
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Add a policy component (checked by loading it; pinned by its SHA-256). Policies run in
+    /// the order added.
+    Add {
+        plugin: std::path::PathBuf,
+        /// Its configuration, a JSON object.
+        #[arg(long)]
+        config: Option<String>,
+        /// What a trap or timeout means: deny (fail closed) or allow.
+        #[arg(long, default_value = "deny")]
+        failure: String,
+    },
+    /// The policies, in order.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a policy: its path, or its number in `tether policy list`.
+    Remove { policy: String },
+    /// Run one policy on one hook event (Claude Code or Codex hook JSON) and show its decision
+    /// and the answer the agent would get.
+    Test {
+        plugin: std::path::PathBuf,
+        /// The hook input, as the agent sends it on stdin.
+        #[arg(long)]
+        event: std::path::PathBuf,
+        /// The policy's configuration, a JSON object.
+        #[arg(long)]
+        config: Option<String>,
+        /// Whose hook format the event is in: claude-code or codex.
+        #[arg(long, default_value = "claude-code")]
+        agent: String,
     },
 }
 
@@ -260,6 +302,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             attach::attach(&paths()?, args).await
         }
         Command::Worktrees { command } => worktrees::worktrees(&paths()?, command).await,
+        Command::Policy { command } => policy::policy(&paths()?, command).await,
     }
 }
 

@@ -12,6 +12,12 @@
 //! prompt = "argv"                         # argv | stdin | none
 //! prompt_args = ["--prompt"]
 //! env = { MY_AGENT_MODE = "fast" }
+//!
+//! [[policies]]                            # optional: guardrail policies, in order
+//! path = "/home/me/policies/secret-guard.wasm"
+//! config = { mode = "redact" }            # handed to the policy as JSON
+//! failure = "deny"                        # deny (default) | allow, on a trap or timeout
+//! sha256 = "…"                            # pinned by `tether policy add`
 //! ```
 //!
 //! The file holds a secret, so it is written like the host key: mode 0600, atomically. Keys
@@ -33,6 +39,9 @@ pub struct Config {
     /// Where session worktrees go (default: `<state dir>/worktrees`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worktree_dir: Option<std::path::PathBuf>,
+    /// Guardrail policies, in evaluation order (`[[policies]]`; `tether policy add`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<crate::policy::PolicyEntry>,
     /// Settings of newer versions (and `[presets.NAME]` tables), preserved on save.
     #[serde(flatten)]
     pub other: toml::Table,

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::host_auth::HostAuth;
 use crate::identity::Identity;
 use crate::paths::Paths;
+use crate::policy::{self, Policies};
 use crate::presets;
 use crate::sessions::{Sessions, Settings};
 use crate::state::{Pairing, State};
@@ -116,6 +117,8 @@ pub async fn run_daemon(daemon: Daemon, shutdown: impl Future<Output = ()>) -> R
         "tether daemon started"
     );
     let config = Config::load(&daemon.paths.config_file())?;
+    let policy_cache = daemon.paths.state_dir.join("policy-cache");
+    crate::paths::ensure_private_dir(&policy_cache)?;
     let settings = Settings {
         worktree_dir: config
             .worktree_dir
@@ -124,7 +127,18 @@ pub async fn run_daemon(daemon: Daemon, shutdown: impl Future<Output = ()>) -> R
         spool_dir: daemon.paths.state_dir.join("spool"),
         custom_presets: presets::load_custom(&config.other)
             .map_err(|e| Error::InvalidConfig(e.to_string()))?,
+        policies: Arc::new(
+            Policies::load(
+                &config.policies,
+                policy::Limits::default(),
+                Some(&policy_cache),
+            )
+            .map_err(|e| Error::InvalidConfig(e.to_string()))?,
+        ),
     };
+    if !settings.policies.is_empty() {
+        info!(policies = ?settings.policies.names(), "guardrail policies loaded");
+    }
     // No idle connections kept for tokens: the client is used once per connect, and when a
     // tunnel dies of silence (a half-open path) a pooled connection on that path is dead too;
     // reusing it would stall the reconnect until the timeout.

@@ -322,7 +322,10 @@ impl PolicyHost {
     /// Runs `policies` (in order) on `event`: first deny wins, rewrites compose, asks
     /// escalate, contexts are joined.
     pub fn decide(&self, policies: &[LoadedPolicy], event: &HookEvent) -> Combined {
-        let mut event = to_wit(event);
+        self.decide_wit(policies, to_wit(event))
+    }
+
+    fn decide_wit(&self, policies: &[LoadedPolicy], mut event: types::Event) -> Combined {
         let kind = kind_of(&event.payload);
         let mut decisions = Vec::new();
         let mut asks: Vec<String> = Vec::new();
@@ -489,6 +492,120 @@ pub fn to_wit(e: &HookEvent) -> types::Event {
             permission_mode: e.permission_mode.clone(),
         },
         payload,
+    }
+}
+
+/// One policy in the machine's config (`[[policies]]` in config.toml), in evaluation order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyEntry {
+    /// The component file.
+    pub path: std::path::PathBuf,
+    /// Its configuration (handed to it as JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<toml::Table>,
+    /// What its failures mean (default: deny).
+    #[serde(default)]
+    pub failure: FailureMode,
+    /// The SHA-256 it was added with: a different file at the path is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl PolicyEntry {
+    /// Its configuration as the JSON the policy reads.
+    pub fn config_json(&self) -> String {
+        self.config
+            .as_ref()
+            .and_then(|t| serde_json::to_string(t).ok())
+            .unwrap_or_else(|| "{}".into())
+    }
+}
+
+/// The machine's policies, loaded, ready to judge events.
+pub struct Policies {
+    host: PolicyHost,
+    loaded: Vec<LoadedPolicy>,
+    /// A fail-closed policy that could not be loaded: every event is denied with this.
+    broken: Option<String>,
+}
+
+impl Policies {
+    /// Loads `entries` in order. One that cannot be loaded (missing, changed, not a policy)
+    /// is logged; if it fails closed, every event is denied until it is fixed.
+    pub fn load(
+        entries: &[PolicyEntry],
+        limits: Limits,
+        cache_dir: Option<&std::path::Path>,
+    ) -> Result<Self, LoadError> {
+        let host = PolicyHost::new(limits, cache_dir)?;
+        let mut loaded = Vec::new();
+        let mut broken = None;
+        for entry in entries {
+            let result = std::fs::read(&entry.path)
+                .map_err(|e| LoadError::Invalid(e.to_string()))
+                .and_then(|bytes| {
+                    host.load(
+                        &bytes,
+                        &entry.config_json(),
+                        entry.failure,
+                        entry.sha256.as_deref(),
+                    )
+                });
+            match result {
+                Ok(p) => loaded.push(p),
+                Err(e) => {
+                    let why = format!("policy {} could not be loaded: {e}", entry.path.display());
+                    tracing::error!("{why}");
+                    if entry.failure == FailureMode::Deny {
+                        broken.get_or_insert(why);
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            host,
+            loaded,
+            broken,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.loaded.is_empty() && self.broken.is_none()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.loaded.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// Every policy's judgement of `event`, combined.
+    pub fn decide(&self, event: &HookEvent) -> Combined {
+        self.decide_wit(to_wit(event))
+    }
+
+    /// The user-prompt-submit judgement of a prompt dispatched to session `session_id` of
+    /// `agent` (a preset name), before the agent starts in `cwd`.
+    pub fn gate_prompt(&self, session_id: &str, cwd: &str, agent: &str, prompt: &str) -> Combined {
+        self.decide_wit(types::Event {
+            session: types::Session {
+                id: session_id.to_owned(),
+                cwd: cwd.to_owned(),
+                agent: agent.to_owned(),
+                permission_mode: None,
+            },
+            payload: types::Payload::UserPromptSubmit(prompt.to_owned()),
+        })
+    }
+
+    fn decide_wit(&self, event: types::Event) -> Combined {
+        match &self.broken {
+            Some(why) => Combined {
+                verdict: Verdict::Deny(why.clone()),
+                context: None,
+                decisions: Vec::new(),
+            },
+            None => self.host.decide_wit(&self.loaded, event),
+        }
     }
 }
 

@@ -18,7 +18,9 @@ pub mod report;
 pub mod ship;
 pub mod store;
 
+use crate::hooks::protocol::Verdict;
 use crate::host_auth::HostAuth;
+use crate::policy::Policies;
 use crate::presets::{self, Preset};
 use crate::state::State;
 use crate::streams::StreamClient;
@@ -44,7 +46,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(8);
 
 /// Where sessions live on this machine.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// Worktrees go in `<worktree_dir>/<project>/<branch>`.
     pub worktree_dir: PathBuf,
@@ -52,6 +54,8 @@ pub struct Settings {
     pub spool_dir: PathBuf,
     /// Presets from the config (they replace built-ins of the same name).
     pub custom_presets: Vec<Preset>,
+    /// The guardrail policies every dispatched prompt passes before an agent starts.
+    pub policies: Arc<Policies>,
 }
 
 /// A session this daemon runs now.
@@ -254,7 +258,10 @@ impl Sessions {
                     known.join(", ")
                 ))
             })?;
-        let launch = preset.launch(cmd.prompt.as_deref());
+        let prompt = self
+            .gate(cmd, &link_path_hint(&self.state, &cmd.project_id).await)
+            .await?;
+        let launch = preset.launch(prompt.as_deref());
         let program = presets::find_program(&launch.program, std::env::var_os("PATH").as_deref())
             .ok_or_else(|| {
             failed(format!(
@@ -345,6 +352,59 @@ impl Sessions {
             agent.write(format!("{prompt}\r").into_bytes());
         }
         Ok(agent)
+    }
+
+    /// A dispatched prompt passes the machine's user-prompt-submit policies before any agent
+    /// starts: a deny (or an ask: nobody is there to answer yet) fails the session with the
+    /// reason, a rewrite replaces the prompt. Every decision is recorded.
+    async fn gate(
+        &self,
+        cmd: &StartSession,
+        cwd: &str,
+    ) -> Result<Option<String>, (SessionStatus, String)> {
+        let Some(prompt) = cmd.prompt.clone() else {
+            return Ok(None);
+        };
+        if self.settings.policies.is_empty() {
+            return Ok(Some(prompt));
+        }
+        let policies = self.settings.policies.clone();
+        let (id, cwd, agent) = (cmd.session_id.clone(), cwd.to_owned(), cmd.agent.clone());
+        let text = prompt.clone();
+        let combined =
+            tokio::task::spawn_blocking(move || policies.gate_prompt(&id, &cwd, &agent, &text))
+                .await
+                .map_err(|e| {
+                    (
+                        SessionStatus::Failed,
+                        format!("the policy check failed: {e}"),
+                    )
+                })?;
+        if let Err(e) = self
+            .state
+            .record_decisions(
+                Some(&cmd.session_id),
+                "user-prompt-submit",
+                &combined.decisions,
+            )
+            .await
+        {
+            warn!(error = %e, "recording policy decisions failed");
+        }
+        match combined.verdict {
+            Verdict::Allow => Ok(Some(prompt)),
+            Verdict::Rewrite(new) => Ok(Some(new)),
+            Verdict::Deny(reason) => Err((
+                SessionStatus::Failed,
+                format!("the prompt was denied by a guardrail policy: {reason}"),
+            )),
+            Verdict::Ask(reason) => Err((
+                SessionStatus::Failed,
+                format!(
+                    "a guardrail policy wants approval for the prompt, and remote approval is not available: {reason}"
+                ),
+            )),
+        }
     }
 
     /// Ships the session's spool until its stream is closed.
@@ -499,6 +559,18 @@ impl Sessions {
     pub async fn list(&self, limit: u32) -> Result<Vec<LocalSession>, crate::Error> {
         self.state.sessions(limit).await
     }
+}
+
+/// The linked checkout of the project, the agent's working folder as far as a prompt check
+/// knows before the worktree exists (empty when not linked: the launch fails on that next).
+async fn link_path_hint(state: &State, project_id: &str) -> String {
+    state
+        .link(project_id)
+        .await
+        .ok()
+        .flatten()
+        .map(|l| l.path)
+        .unwrap_or_default()
 }
 
 /// Waits for the agent to exit; a stop request ends it (SIGTERM, then SIGKILL after

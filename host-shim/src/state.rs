@@ -17,6 +17,8 @@
 //!   epoch and next seq, and `inflight_end`, the end of the batch sent with that seq and not yet
 //!   acknowledged, so a restart resends exactly that batch).
 //! - `worktrees(path, checkout, ...)`: git worktrees Tether created or imported.
+//! - `policy_decisions(at, session_id, event, policy, decision, reason, duration_us)`: every
+//!   guardrail policy's decision.
 
 use crate::Error;
 use libsql::{Connection, TransactionBehavior, Value};
@@ -78,6 +80,20 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
          created_by_tether INTEGER NOT NULL,
          created_at        INTEGER NOT NULL
      ) STRICT;",
+    ),
+    (
+        3,
+        "CREATE TABLE policy_decisions (
+         id          INTEGER PRIMARY KEY,
+         at          INTEGER NOT NULL,
+         session_id  TEXT,
+         event       TEXT NOT NULL,
+         policy      TEXT NOT NULL,
+         decision    TEXT NOT NULL,
+         reason      TEXT,
+         duration_us INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX policy_decisions_by_time ON policy_decisions (at);",
     ),
 ];
 
@@ -179,6 +195,36 @@ impl State {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Records guardrail decisions on one event.
+    pub async fn record_decisions(
+        &self,
+        session_id: Option<&str>,
+        event: &str,
+        decisions: &[crate::policy::Decision],
+    ) -> Result<(), Error> {
+        for d in decisions {
+            self.conn
+                .execute(
+                    "INSERT INTO policy_decisions (at, session_id, event, policy, decision, reason,
+                         duration_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    libsql::params![
+                        now_ms(),
+                        session_id,
+                        event,
+                        d.policy.as_str(),
+                        d.decision,
+                        d.reason
+                            .as_deref()
+                            .map(|r| r.chars().take(2000).collect::<String>()),
+                        i64::try_from(d.duration_us).unwrap_or(i64::MAX)
+                    ],
+                )
+                .await
+                .map_err(self.err("recording a policy decision"))?;
+        }
+        Ok(())
     }
 
     /// The connection, for the table modules that extend `State` (sessions, worktrees).
@@ -540,14 +586,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/state.db");
         let s = State::open(&path).await.unwrap();
-        assert_eq!(s.schema_version().await.unwrap(), 2);
+        assert_eq!(s.schema_version().await.unwrap(), 3);
         // Opening again, and migrating again, applies nothing and keeps the data.
         s.set("k", "v").await.unwrap();
         assert_eq!(s.migrate().await.unwrap(), 0);
         drop(s);
         let s = State::open(&path).await.unwrap();
         assert_eq!(s.migrate().await.unwrap(), 0);
-        assert_eq!(s.schema_version().await.unwrap(), 2);
+        assert_eq!(s.schema_version().await.unwrap(), 3);
         assert_eq!(s.get("k").await.unwrap().as_deref(), Some("v"));
         #[cfg(unix)]
         {

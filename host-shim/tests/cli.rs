@@ -294,6 +294,11 @@ async fn every_command_has_help() {
         &["worktrees", "remove"],
         &["worktrees", "prune"],
         &["worktrees", "import"],
+        &["policy"],
+        &["policy", "add"],
+        &["policy", "list"],
+        &["policy", "remove"],
+        &["policy", "test"],
     ];
     for cmd in commands {
         let mut args = cmd.to_vec();

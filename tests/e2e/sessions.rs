@@ -431,8 +431,30 @@ async fn a_daemon_restart_keeps_the_output_and_leaves_a_truthful_status() {
 
 #[tokio::test]
 async fn sessions_fail_or_stop_with_a_reason() {
-    let presets = "\n[presets.ghost]\ncommand = \"definitely-not-an-agent-cli\"\n";
-    let mut rig = Rig::start("ses-fail", presets).await;
+    // A guardrail policy on the machine: dispatched prompts pass it before any agent starts.
+    let extra = format!(
+        "\n[presets.ghost]\ncommand = \"definitely-not-an-agent-cli\"\n\n[[policies]]\npath = {:?}\n",
+        tether_tests::root().join("wasm-plugins/dist/secret-guard.wasm")
+    );
+    let mut rig = Rig::start("ses-fail", &extra).await;
+
+    // A prompt with a cloud key is denied on the machine; the session fails with the reason,
+    // which never repeats the key.
+    let key = "AKIAIOSFODNN7EXAMPLE";
+    let s = rig
+        .start_session(
+            json!({"project": "app", "agent": "fake", "prompt": format!("deploy with {key}")}),
+        )
+        .await;
+    let v = rig
+        .wait_status(s["id"].as_str().unwrap(), "failed", Duration::from_secs(30))
+        .await;
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("denied by a guardrail policy") && !reason.contains(key),
+        "{v}"
+    );
+    assert!(v["worktree"].is_null(), "no worktree, no agent: {v}");
 
     // The agent's CLI is not installed here.
     let s = rig
