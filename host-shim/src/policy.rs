@@ -136,6 +136,33 @@ impl host::Host for Guest {
     }
 }
 
+/// One instance kept for many calls: cheaper than a fresh one per event (the benchmark compares
+/// both), but state may leak between events and a trap or timeout ends it.
+pub struct Warm<'a> {
+    host: &'a PolicyHost,
+    store: Store<Guest>,
+    instance: Policy,
+}
+
+impl Warm<'_> {
+    /// Judges `event`: the decision's name, or why the call failed.
+    pub fn evaluate(&mut self, event: &HookEvent) -> Result<&'static str, String> {
+        let ticks = self.host.limits.deadline.as_nanos() / TICK.as_nanos() + 1;
+        self.store
+            .set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        let outcome = self
+            .instance
+            .call_evaluate(&mut self.store, &to_wit(event))
+            .map_err(|e| describe_trap(&e, &self.host.limits))?;
+        Ok(match outcome.verdict {
+            types::Decision::Allow => "allow",
+            types::Decision::Deny(_) => "deny",
+            types::Decision::Ask(_) => "ask",
+            types::Decision::Rewrite(_) => "rewrite",
+        })
+    }
+}
+
 /// One policy's part in a decision.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Decision {
@@ -290,6 +317,20 @@ impl PolicyHost {
             pre,
             config,
             failure,
+        })
+    }
+
+    /// An instance of `policy` to reuse across events.
+    pub fn warm(&self, policy: &LoadedPolicy) -> Result<Warm<'_>, String> {
+        let mut store = self.store(policy.config.clone(), &policy.name);
+        let instance = policy
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(Warm {
+            host: self,
+            store,
+            instance,
         })
     }
 
