@@ -289,10 +289,20 @@ async fn key_principal(app: &impl Backend, secret: &str) -> Result<Principal, Ap
 
 /// Sends one operation to the caller's org object.
 async fn org_call(app: &impl Backend, p: &Principal, op: OrgOp) -> Result<Vec<u8>, ApiError> {
+    org_call_as(app, &p.org_id, &p.member_id, op).await
+}
+
+/// A call to the org's object on behalf of `actor` (a member, or a host).
+async fn org_call_as(
+    app: &impl Backend,
+    org_id: &str,
+    actor: &str,
+    op: OrgOp,
+) -> Result<Vec<u8>, ApiError> {
     app.orgs()
         .call(&OrgCall {
-            org_id: p.org_id.clone(),
-            actor: p.member_id.clone(),
+            org_id: org_id.to_owned(),
+            actor: actor.to_owned(),
             op,
         })
         .await

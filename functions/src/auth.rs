@@ -158,16 +158,16 @@ pub(crate) fn sign(config: &Config, claims: &impl Serialize) -> Result<String, A
     .map_err(|e| ApiError::internal(&e))
 }
 
-/// Verifies an HS256 JWT for `audience`: signature, expiry (30 s leeway), issuer and audience,
-/// all required; answers its claims. `what` names the token in the 401.
+/// Verifies an HS256 JWT for one of `audiences`: signature, expiry (30 s leeway), issuer and
+/// audience, all required; answers its claims. `what` names the token in the 401.
 pub(crate) fn verify<C: DeserializeOwned>(
     config: &Config,
     token: &str,
-    audience: &str,
+    audiences: &[&str],
     what: &str,
 ) -> Result<C, ApiError> {
     let mut v = Validation::new(Algorithm::HS256);
-    v.set_audience(&[audience]);
+    v.set_audience(audiences);
     v.set_issuer(&[ISSUER]);
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     v.leeway = 30;
@@ -176,9 +176,56 @@ pub(crate) fn verify<C: DeserializeOwned>(
         .map_err(|e| ApiError::unauthorized(format!("invalid {what}: {e}")))
 }
 
+/// A token of either kind, for the routes both members and hosts use (the streams).
+#[derive(Debug, Clone)]
+pub enum Bearer {
+    Member(Principal),
+    Host(HostPrincipal),
+}
+
+impl Bearer {
+    /// The key its request budget is charged to.
+    pub fn rate_key(&self) -> &str {
+        match self {
+            Self::Member(p) => &p.key_id,
+            Self::Host(h) => &h.host_id,
+        }
+    }
+}
+
+/// The claims of either token: the member-only ones are absent from host tokens.
+#[derive(Deserialize)]
+struct AnyClaims {
+    aud: String,
+    sub: String,
+    org: String,
+    uid: Option<String>,
+    role: Option<Role>,
+    kid: Option<String>,
+}
+
+/// Verifies a member token or a host token with one signature check, and says which it is.
+pub fn verify_bearer(config: &Config, token: &str) -> Result<Bearer, ApiError> {
+    let c: AnyClaims = verify(config, token, &[AUDIENCE, host::HOST_AUDIENCE], "token")?;
+    if c.aud == host::HOST_AUDIENCE {
+        return host::host_principal(c.sub, c.org).map(Bearer::Host);
+    }
+    match (c.uid, c.role, c.kid) {
+        (Some(user_id), Some(role), Some(key_id)) => Ok(Bearer::Member(Principal {
+            org_id: c.org,
+            member_id: c.sub,
+            user_id,
+            role,
+            key_id,
+            credential: Credential::Token,
+        })),
+        _ => Err(ApiError::unauthorized("invalid token: missing claims")),
+    }
+}
+
 /// Verifies signature (HS256 only), expiry, issuer and audience.
 pub fn verify_token(config: &Config, token: &str) -> Result<Principal, ApiError> {
-    let c: Claims = verify(config, token, AUDIENCE, "token")?;
+    let c: Claims = verify(config, token, &[AUDIENCE], "token")?;
     Ok(Principal {
         org_id: c.org,
         member_id: c.sub,
@@ -200,6 +247,26 @@ mod tests {
             jwt_secret: vec![7; 32],
             bootstrap_token: None,
             token_ttl_secs: 900,
+        }
+    }
+
+    #[test]
+    fn one_verification_tells_member_and_host_tokens_apart() {
+        let c = config();
+        let (member, _) = issue_token(&c, &principal(), now()).unwrap();
+        assert!(matches!(verify_bearer(&c, &member), Ok(Bearer::Member(m)) if m.key_id == "key_1"));
+        let host = HostPrincipal {
+            host_id: tether_durable::ids::new(host::HOST_ID),
+            org_id: "org_a".into(),
+        };
+        let (token, _) = host::issue_host_token(&c, &host, now()).unwrap();
+        assert!(matches!(verify_bearer(&c, &token), Ok(Bearer::Host(h)) if h == host));
+        for bad in ["", "x.y.z", &format!("{member}x")] {
+            assert_eq!(
+                verify_bearer(&c, bad).unwrap_err().status.as_u16(),
+                401,
+                "{bad}"
+            );
         }
     }
 

@@ -3,10 +3,11 @@
 //! (`tether_durable::stream`); the Worker forwards the request there once this says yes.
 //!
 //! Permissions by role: every member may read, create, append to and close the org's streams;
-//! deleting one (which destroys a session's record) needs an admin. Another org's stream is
-//! never reachable: the object a request goes to is named by the caller's own org.
+//! deleting one (which destroys a session's record) needs an admin. A host (its host token)
+//! reads and writes only its own sessions' streams. Another org's stream is never reachable:
+//! the object a request goes to is named by the caller's own org.
 
-use crate::auth::{self, HostPrincipal, Principal, Role};
+use crate::auth::{self, Principal, Role};
 use crate::backend::Backend;
 use crate::error::ApiError;
 use crate::http::{self as h, Request};
@@ -14,38 +15,21 @@ use http::Method;
 use tether_durable::session::host_stream_prefix;
 use tether_durable::stream::{PATH_PREFIX, valid_path};
 
-/// Who is calling a stream route.
-#[derive(Debug, Clone)]
-pub enum StreamCaller {
-    /// A member (API key or token).
-    Member(Principal),
-    /// A host (its host token): it reads and writes only the streams under `hosts/<its id>/`,
-    /// its sessions' terminals.
-    Host(HostPrincipal),
-}
+/// Who is calling a stream route: a member (API key or token), or a host with its host token,
+/// which reads and writes only the streams under `hosts/<its id>/` (its sessions' terminals).
+pub use auth::Bearer as StreamCaller;
 
-impl StreamCaller {
-    /// The rate limiter's key.
-    pub fn rate_key(&self) -> &str {
-        match self {
-            Self::Member(p) => &p.key_id,
-            Self::Host(h) => &h.host_id,
-        }
-    }
-}
-
-/// Resolves a member's credential or a host token. A host token is checked by signature and
-/// expiry only (no database read on the hot path of every append), so like a member token it
-/// outlives a revocation by at most its 15 minutes.
+/// Resolves a member's key or either kind of token. A token is checked by signature and expiry
+/// only, with one verification (no database read on the hot path of every append), so a host
+/// token, like a member token, outlives a revocation by at most its 15 minutes.
 pub async fn identify(app: &impl Backend, req: &Request) -> Result<StreamCaller, ApiError> {
-    match crate::api::identify(app, req).await {
-        Ok(p) => Ok(StreamCaller::Member(p)),
-        Err(e) => match h::credential(req).filter(|c| !c.starts_with(auth::KEY_PREFIX)) {
-            Some(cred) => auth::verify_host_token(app.config(), cred)
-                .map(StreamCaller::Host)
-                .map_err(|_| e),
-            None => Err(e),
-        },
+    match h::credential(req) {
+        Some(token) if !token.starts_with(auth::KEY_PREFIX) => {
+            auth::verify_bearer(app.config(), token)
+        }
+        _ => crate::api::identify(app, req)
+            .await
+            .map(StreamCaller::Member),
     }
 }
 
@@ -138,7 +122,7 @@ mod tests {
 
     #[test]
     fn a_host_reaches_only_its_own_streams_and_deletes_none() {
-        let host = StreamCaller::Host(HostPrincipal {
+        let host = StreamCaller::Host(crate::auth::HostPrincipal {
             host_id: "hst_a".into(),
             org_id: "org_a".into(),
         });

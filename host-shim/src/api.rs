@@ -173,6 +173,11 @@ impl ApiClient {
         &self.server
     }
 
+    /// The credential it sends, if any.
+    pub fn bearer(&self) -> Option<&str> {
+        self.bearer.as_deref()
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let req = self.http.request(method, format!("{}{path}", self.server));
         match &self.bearer {

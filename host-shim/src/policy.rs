@@ -8,9 +8,10 @@
 //!   policy keeps an `InstancePre` (imports resolved once), and instances come from the pooling
 //!   allocator.
 //! - Every call gets a fresh `Store` with a CPU deadline (epoch interruption: a ticker thread
-//!   advances the engine's epoch every [`TICK`]) and a memory cap (`StoreLimits`); a call that
-//!   traps, runs out of time or memory, or answers more than [`MAX_ANSWER`] bytes fails, and its
-//!   policy's [`FailureMode`] decides (deny by default: fail closed).
+//!   advances the engine's epoch every [`TICK`] while calls run, and is parked otherwise) and a
+//!   memory cap (`StoreLimits`); a call that traps, runs out of time or memory, or answers
+//!   more than [`MAX_ANSWER`] bytes fails, and its policy's [`FailureMode`] decides (deny by
+//!   default: fail closed).
 //! - [`PolicyHost::decide`] runs the policies that want the event in order: the first deny
 //!   wins, rewrites compose (the next policy sees the rewritten input), asks escalate, contexts
 //!   are joined. Every policy's decision and duration is in the answer, for the log.
@@ -18,10 +19,10 @@
 //! Loading checks the component's SHA-256 when one is pinned (org policies are), so a
 //! different binary is refused.
 
-use crate::hooks::protocol::{EventKind as HookKind, HookEvent, Payload as HookPayload, Verdict};
+use crate::hooks::protocol::{HookEvent, Payload as HookPayload, Verdict};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
@@ -147,9 +148,8 @@ pub struct Warm<'a> {
 impl Warm<'_> {
     /// Judges `event`: the decision's name, or why the call failed.
     pub fn evaluate(&mut self, event: &HookEvent) -> Result<&'static str, String> {
-        let ticks = self.host.limits.deadline.as_nanos() / TICK.as_nanos() + 1;
-        self.store
-            .set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        let _ticking = self.host.ticker.call();
+        self.store.set_epoch_deadline(self.host.deadline_ticks());
         let outcome = self
             .instance
             .call_evaluate(&mut self.store, &to_wit(event))
@@ -187,12 +187,61 @@ pub struct PolicyHost {
     engine: Engine,
     linker: Linker<Guest>,
     limits: Limits,
+    ticker: Ticker,
+}
+
+/// The thread that advances the engine's epoch: it ticks only while calls run and sleeps
+/// (parked) otherwise, so an idle daemon pays nothing for its deadlines.
+struct Ticker {
+    thread: std::thread::Thread,
+    running: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
-impl Drop for PolicyHost {
+impl Ticker {
+    fn start(engine: Engine) -> std::io::Result<Self> {
+        let running = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (calls, flag) = (running.clone(), stop.clone());
+        let handle = std::thread::Builder::new()
+            .name("policy-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    if calls.load(Ordering::Acquire) == 0 {
+                        std::thread::park();
+                        continue;
+                    }
+                    std::thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Self {
+            thread: handle.thread().clone(),
+            running,
+            stop,
+        })
+    }
+
+    /// Keeps the epoch moving until the guard drops.
+    fn call(&self) -> CallGuard<'_> {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        self.thread.unpark();
+        CallGuard(self)
+    }
+}
+
+impl Drop for Ticker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.thread.unpark();
+    }
+}
+
+struct CallGuard<'a>(&'a Ticker);
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -227,22 +276,12 @@ impl PolicyHost {
         let engine = Engine::new(&config).map_err(err)?;
         let mut linker = Linker::new(&engine);
         Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |g| g).map_err(err)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ticking, flag) = (engine.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("policy-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    ticking.increment_epoch();
-                }
-            })
-            .map_err(err)?;
+        let ticker = Ticker::start(engine.clone()).map_err(err)?;
         Ok(Self {
             engine,
             linker,
             limits,
-            stop,
+            ticker,
         })
     }
 
@@ -263,10 +302,15 @@ impl PolicyHost {
             },
         );
         store.limiter(|g| &mut g.limits);
-        let ticks = self.limits.deadline.as_nanos() / TICK.as_nanos() + 1;
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.set_epoch_deadline(self.deadline_ticks());
         store.epoch_deadline_trap();
         store
+    }
+
+    /// The CPU deadline in epoch ticks (one more, for the tick already under way).
+    fn deadline_ticks(&self) -> u64 {
+        let ticks = self.limits.deadline.as_nanos() / TICK.as_nanos() + 1;
+        u64::try_from(ticks).unwrap_or(u64::MAX)
     }
 
     /// Loads a component (`bytes`), checking it against `pinned` (a hex SHA-256) when given,
@@ -301,6 +345,7 @@ impl PolicyHost {
                 ))
             })?;
         let config: Arc<str> = Arc::from(config);
+        let _ticking = self.ticker.call();
         let mut store = self.store(config.clone(), "loading");
         let instance = pre.instantiate(&mut store).map_err(err)?;
         let name = instance.call_name(&mut store).map_err(err)?;
@@ -340,6 +385,7 @@ impl PolicyHost {
         policy: &LoadedPolicy,
         event: &types::Event,
     ) -> Result<types::Outcome, String> {
+        let _ticking = self.ticker.call();
         let mut store = self.store(policy.config.clone(), &policy.name);
         let instance = policy
             .pre
@@ -515,16 +561,6 @@ pub fn to_wit(e: &HookEvent) -> types::Event {
         HookPayload::SessionStart { source } => types::Payload::SessionStart(source.clone()),
         HookPayload::Stop => types::Payload::Stop,
     };
-    debug_assert!(matches!(
-        (e.kind, &payload),
-        (
-            HookKind::UserPromptSubmit,
-            types::Payload::UserPromptSubmit(_)
-        ) | (HookKind::PreToolUse, types::Payload::PreToolUse(_))
-            | (HookKind::PostToolUse, types::Payload::PostToolUse(_))
-            | (HookKind::SessionStart, types::Payload::SessionStart(_))
-            | (HookKind::Stop, types::Payload::Stop)
-    ));
     types::Event {
         session: types::Session {
             id: e.session_id.clone(),
@@ -565,7 +601,8 @@ impl PolicyEntry {
 
 /// The machine's policies, loaded, ready to judge events.
 pub struct Policies {
-    host: PolicyHost,
+    /// None when no policy is configured: no engine is built.
+    host: Option<PolicyHost>,
     loaded: Vec<LoadedPolicy>,
     /// A fail-closed policy that could not be loaded: every event is denied with this.
     broken: Option<String>,
@@ -579,6 +616,13 @@ impl Policies {
         limits: Limits,
         cache_dir: Option<&std::path::Path>,
     ) -> Result<Self, LoadError> {
+        if entries.is_empty() {
+            return Ok(Self {
+                host: None,
+                loaded: Vec::new(),
+                broken: None,
+            });
+        }
         let host = PolicyHost::new(limits, cache_dir)?;
         let mut loaded = Vec::new();
         let mut broken = None;
@@ -605,7 +649,7 @@ impl Policies {
             }
         }
         Ok(Self {
-            host,
+            host: Some(host),
             loaded,
             broken,
         })
@@ -645,7 +689,14 @@ impl Policies {
                 context: None,
                 decisions: Vec::new(),
             },
-            None => self.host.decide_wit(&self.loaded, event),
+            None => match &self.host {
+                Some(host) => host.decide_wit(&self.loaded, event),
+                None => Combined {
+                    verdict: Verdict::Allow,
+                    context: None,
+                    decisions: Vec::new(),
+                },
+            },
         }
     }
 }
@@ -655,7 +706,6 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::hooks::Agent;
-    use crate::hooks::protocol::EventKind as Kind;
     use serde_json::json;
     use std::path::PathBuf;
 
@@ -679,7 +729,6 @@ mod tests {
     fn prompt(text: &str) -> HookEvent {
         HookEvent {
             agent: Agent::ClaudeCode,
-            kind: Kind::UserPromptSubmit,
             session_id: "s1".into(),
             cwd: "/w/repo".into(),
             permission_mode: None,
@@ -689,7 +738,6 @@ mod tests {
 
     fn bash(command: &str) -> HookEvent {
         HookEvent {
-            kind: Kind::PreToolUse,
             payload: HookPayload::ToolCall {
                 tool_name: "Bash".into(),
                 tool_input: json!({ "command": command }),

@@ -258,17 +258,6 @@ impl Sessions {
                     known.join(", ")
                 ))
             })?;
-        let prompt = self
-            .gate(cmd, &link_path_hint(&self.state, &cmd.project_id).await)
-            .await?;
-        let launch = preset.launch(prompt.as_deref());
-        let program = presets::find_program(&launch.program, std::env::var_os("PATH").as_deref())
-            .ok_or_else(|| {
-            failed(format!(
-                "agent CLI not found on the host: `{}` (preset {}) is not on the daemon's PATH",
-                launch.program, preset.name
-            ))
-        })?;
         let link = self
             .state
             .link(&cmd.project_id)
@@ -280,6 +269,17 @@ impl Sessions {
                     cmd.project_id
                 ))
             })?;
+        // The checkout is the agent's working folder as far as the prompt check knows: the
+        // worktree is made only once the prompt passed.
+        let prompt = self.gate(cmd, &link.path).await?;
+        let launch = preset.launch(prompt.as_deref());
+        let program = presets::find_program(&launch.program, std::env::var_os("PATH").as_deref())
+            .ok_or_else(|| {
+            failed(format!(
+                "agent CLI not found on the host: `{}` (preset {}) is not on the daemon's PATH",
+                launch.program, preset.name
+            ))
+        })?;
         let branch = cmd.branch.clone().unwrap_or_else(|| {
             worktree::branch_name(
                 cmd.task.as_ref().map(|t| t.slug.as_str()),
@@ -559,18 +559,6 @@ impl Sessions {
     pub async fn list(&self, limit: u32) -> Result<Vec<LocalSession>, crate::Error> {
         self.state.sessions(limit).await
     }
-}
-
-/// The linked checkout of the project, the agent's working folder as far as a prompt check
-/// knows before the worktree exists (empty when not linked: the launch fails on that next).
-async fn link_path_hint(state: &State, project_id: &str) -> String {
-    state
-        .link(project_id)
-        .await
-        .ok()
-        .flatten()
-        .map(|l| l.path)
-        .unwrap_or_default()
 }
 
 /// Waits for the agent to exit; a stop request ends it (SIGTERM, then SIGKILL after

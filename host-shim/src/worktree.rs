@@ -413,7 +413,7 @@ pub fn branch_name(
 // Git operations
 
 /// The top of the working tree containing `dir`.
-async fn toplevel(dir: &Path) -> Result<PathBuf, WorktreeError> {
+pub async fn toplevel(dir: &Path) -> Result<PathBuf, WorktreeError> {
     let out = git(
         dir,
         ["rev-parse", "--show-toplevel"],

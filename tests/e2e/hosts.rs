@@ -12,10 +12,7 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tether::identity::Identity;
-use tether_tests::{
-    Api, HostHome, StallProxy, TempDir, TetherDaemon, Worker, free_port, pair, poll_until,
-    random_secret,
-};
+use tether_tests::{Api, HostHome, RestartableEdge, StallProxy, TetherDaemon, pair, poll_until};
 
 /// The exit status that tells a service manager not to restart the daemon.
 const DO_NOT_RESTART: i32 = 78;
@@ -192,14 +189,11 @@ async fn a_paired_daemon_connects_answers_info_and_its_signature_cannot_be_repla
 
 #[tokio::test]
 async fn the_daemon_is_back_within_two_seconds_of_the_edge_returning() {
-    let dir = TempDir::new("edge-restart");
-    let port = free_port();
-    let (jwt, boot) = (random_secret(), random_secret());
-    let worker = Worker::start_on(port, Some(dir.path()), &jwt, &boot).unwrap();
-    let owner = worker.bootstrap().await.unwrap();
-    let api = Api::new(&worker.url, &owner);
+    let mut edge = RestartableEdge::start("edge-restart").unwrap();
+    let owner = edge.worker().bootstrap().await.unwrap();
+    let api = Api::new(&edge.url(), &owner);
     let home = HostHome::new("edge-restart");
-    let id = pair(&api, &worker.url, &home, "e2e-restart").await.unwrap();
+    let id = pair(&api, &edge.url(), &home, "e2e-restart").await.unwrap();
     let mut daemon = TetherDaemon::start(&home).unwrap();
     wait_online(&api, &id, Duration::from_secs(20)).await;
     wait_info(
@@ -211,7 +205,7 @@ async fn the_daemon_is_back_within_two_seconds_of_the_edge_returning() {
     .await;
 
     // Down for a few seconds, as during a deploy: the daemon keeps trying.
-    drop(worker);
+    edge.down();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         daemon.try_exit().is_none(),
@@ -219,10 +213,10 @@ async fn the_daemon_is_back_within_two_seconds_of_the_edge_returning() {
         daemon.log()
     );
 
-    let worker = Worker::start_on(port, Some(dir.path()), &jwt, &boot).unwrap();
+    edge.up().unwrap();
     let ready = Instant::now();
     // A new client: the old one's pooled connections died with the old edge.
-    let api = Api::new(&worker.url, &owner);
+    let api = Api::new(&edge.url(), &owner);
     // Back means answering through a new tunnel, not a status row left from before.
     wait_info(
         &api,
@@ -246,10 +240,10 @@ async fn the_daemon_is_back_within_two_seconds_of_the_edge_returning() {
     );
 
     // An edge that comes back without the daemon does not show the host online.
-    drop(worker);
+    edge.down();
     assert_eq!(code(daemon.stop().await), Some(0), "{}", daemon.log());
-    let worker = Worker::start_on(port, Some(dir.path()), &jwt, &boot).unwrap();
-    let api = Api::new(&worker.url, &owner);
+    edge.up().unwrap();
+    let api = Api::new(&edge.url(), &owner);
     let h = host(&api, &id).await;
     assert_eq!(
         h["online"], false,
@@ -261,7 +255,6 @@ async fn the_daemon_is_back_within_two_seconds_of_the_edge_returning() {
         (503, Some("host_offline")),
         "{e}"
     );
-    drop(worker);
 }
 
 #[tokio::test]

@@ -10,18 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tether::streams::{Offset, StreamClient};
 use tether_tests::{
-    Api, HostHome, StallProxy, TempDir, TetherDaemon, Worker, agent_transcript, free_port,
-    poll_until, random_secret, session_machine,
+    Api, HostHome, RestartableEdge, StallProxy, TetherDaemon, agent_transcript, poll_until,
+    session_machine,
 };
 
 /// One machine with a linked checkout, its daemon, and the Worker it talks to (through a
 /// proxy).
 struct Rig {
-    worker: Option<Worker>,
-    port: u16,
-    persist: TempDir,
-    jwt: String,
-    boot: String,
+    edge: RestartableEdge,
     api: Api,
     key: String,
     proxy: StallProxy,
@@ -32,23 +28,16 @@ struct Rig {
 
 impl Rig {
     async fn start(label: &str, presets: &str) -> Self {
-        let port = free_port();
-        let persist = TempDir::new(&format!("{label}-edge"));
-        let (jwt, boot) = (random_secret(), random_secret());
-        let worker = Worker::start_on(port, Some(persist.path()), &jwt, &boot).unwrap();
-        let key = worker.bootstrap().await.unwrap();
-        let api = Api::new(&worker.url, &key);
-        let proxy = StallProxy::start(&worker.url).await;
+        let edge = RestartableEdge::start(label).unwrap();
+        let key = edge.worker().bootstrap().await.unwrap();
+        let api = Api::new(&edge.url(), &key);
+        let proxy = StallProxy::start(&edge.url()).await;
         let home = HostHome::new(label);
         let host_id = session_machine(&api, &proxy.url, &home, label, presets)
             .await
             .unwrap();
         let mut rig = Self {
-            worker: Some(worker),
-            port,
-            persist,
-            jwt,
-            boot,
+            edge,
             api,
             key,
             proxy,
@@ -70,7 +59,7 @@ impl Rig {
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.edge.url()
     }
 
     async fn wait_online(&self) {
@@ -93,10 +82,7 @@ impl Rig {
 
     /// Stops the Worker and starts it again on the same port with the same state.
     async fn restart_edge(&mut self) {
-        drop(self.worker.take());
-        self.worker = Some(
-            Worker::start_on(self.port, Some(self.persist.path()), &self.jwt, &self.boot).unwrap(),
-        );
+        self.edge.up().unwrap();
         // A fresh client: the old one's pooled connections died with the old edge.
         self.api = Api::new(&self.url(), &self.key);
     }

@@ -169,6 +169,56 @@ impl Worker {
     }
 }
 
+/// A Worker with persisted state that can go away and come back on the same port with the same
+/// secrets and state: to its clients (daemons, readers), the same edge restarting.
+pub struct RestartableEdge {
+    worker: Option<Worker>,
+    pub port: u16,
+    persist: host::TempDir,
+    jwt_secret: String,
+    bootstrap_token: String,
+}
+
+impl RestartableEdge {
+    pub fn start(label: &str) -> Result<Self> {
+        let mut edge = Self {
+            worker: None,
+            port: free_port(),
+            persist: host::TempDir::new(&format!("{label}-edge")),
+            jwt_secret: random_secret(),
+            bootstrap_token: random_secret(),
+        };
+        edge.up()?;
+        Ok(edge)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The running Worker (panics while it is down).
+    pub fn worker(&self) -> &Worker {
+        self.worker.as_ref().expect("the edge is down")
+    }
+
+    /// Stops the Worker.
+    pub fn down(&mut self) {
+        drop(self.worker.take());
+    }
+
+    /// Starts the Worker again (stopping it first if it runs).
+    pub fn up(&mut self) -> Result<()> {
+        self.down();
+        self.worker = Some(Worker::start_on(
+            self.port,
+            Some(self.persist.path()),
+            &self.jwt_secret,
+            &self.bootstrap_token,
+        )?);
+        Ok(())
+    }
+}
+
 /// The Durable Streams reference server (`@durable-streams/server`, in memory) on a free
 /// 127.0.0.1 port, for checking the streams client and for side-by-side benchmarks. It needs
 /// no auth and ignores the `Authorization` header.

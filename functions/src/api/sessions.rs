@@ -9,7 +9,7 @@
 
 use super::org_call;
 use crate::auth::{HostPrincipal, Principal};
-use crate::backend::{Backend, HostRef, OrgStore, StreamStore, Tunnels};
+use crate::backend::{Backend, HostRef, StreamStore, Tunnels};
 use crate::directory::hosts;
 use crate::error::ApiError;
 use crate::http::{self as h, Request, Response};
@@ -18,8 +18,8 @@ use base64::engine::general_purpose::STANDARD;
 use http::StatusCode;
 use serde::Deserialize;
 use tether_durable::error::ErrorBody;
+use tether_durable::org::OrgOp;
 use tether_durable::org::model::{Page, Task};
-use tether_durable::org::{OrgCall, OrgOp};
 use tether_durable::session::{
     self, Input, NewSession, ProjectLink, Resize, Session, SessionQuery, SessionStatus,
     SessionUpdate, Size, StartSession, Stop, TaskRef,
@@ -163,14 +163,17 @@ async fn choose_host(
             Ok(host.id)
         }
         _ => {
+            // One directory read for the org's hosts, then the tunnels of the linked ones in
+            // link order until one is online.
+            let registered = hosts::hosts(app.db(), &p.org_id).await?;
             let mut offline = Vec::new();
             for link in links {
-                let Ok(host) = hosts::host(app.db(), &p.org_id, &link.host_id).await else {
+                let Some(host) = registered
+                    .iter()
+                    .find(|h| h.id == link.host_id && h.revoked_at.is_none())
+                else {
                     continue;
                 };
-                if host.revoked_at.is_some() {
-                    continue;
-                }
                 let status = app
                     .tunnels()
                     .status(&HostRef {
@@ -179,7 +182,7 @@ async fn choose_host(
                     })
                     .await?;
                 if status.online {
-                    return Ok(host.id);
+                    return Ok(host.id.clone());
                 }
                 offline.push(serde_json::json!({"host_id": host.id, "reason": status.reason}));
             }
@@ -570,13 +573,7 @@ async fn host_call(
     host: &HostPrincipal,
     op: OrgOp,
 ) -> Result<Vec<u8>, ApiError> {
-    app.orgs()
-        .call(&OrgCall {
-            org_id: host.org_id.clone(),
-            actor: host.host_id.clone(),
-            op,
-        })
-        .await
+    super::org_call_as(app, &host.org_id, &host.host_id, op).await
 }
 
 /// The host links its checkout at `path` to a project (host token).

@@ -172,13 +172,18 @@ pub fn issue_host_token(
 /// nothing about revocation since it was issued: [`crate::api::identify_host`] also checks
 /// the directory.
 pub fn verify_host_token(config: &Config, token: &str) -> Result<HostPrincipal, ApiError> {
-    let c: HostClaims = super::verify(config, token, HOST_AUDIENCE, "host token")?;
-    if !tether_durable::ids::is_valid(HOST_ID, &c.sub) {
+    let c: HostClaims = super::verify(config, token, &[HOST_AUDIENCE], "host token")?;
+    host_principal(c.sub, c.org)
+}
+
+/// The host named by a verified host token's subject.
+pub(super) fn host_principal(sub: String, org: String) -> Result<HostPrincipal, ApiError> {
+    if !tether_durable::ids::is_valid(HOST_ID, &sub) {
         return Err(ApiError::unauthorized("invalid host token: not a host"));
     }
     Ok(HostPrincipal {
-        host_id: c.sub,
-        org_id: c.org,
+        host_id: sub,
+        org_id: org,
     })
 }
 

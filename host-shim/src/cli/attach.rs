@@ -86,12 +86,8 @@ impl Drop for RawMode {
 
 pub async fn attach(paths: &Paths, args: AttachArgs) -> Result<ExitCode> {
     let client = super::hosts::client(paths, args.server.clone(), args.key.clone())?;
-    let key = match args.key.clone() {
-        Some(k) => k,
-        None => tether::config::Config::load(&paths.config_file())?
-            .key
-            .context("not logged in")?,
-    };
+    // The streams take the same key as the API.
+    let key = client.bearer().context("not logged in")?.to_owned();
     let session: Session = client
         .get_json(&format!("/v1/sessions/{}", args.session))
         .await?;

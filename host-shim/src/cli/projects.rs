@@ -111,23 +111,10 @@ pub async fn projects(paths: &Paths, command: ProjectsCommand) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// The checkout's top folder (canonical), or a clear error when `path` is not in a git
-/// repository.
+/// The checkout's top folder, or a clear error when `path` is not in a git repository.
 async fn toplevel(path: &Path) -> Result<std::path::PathBuf> {
     let path = std::fs::canonicalize(path).with_context(|| format!("{}", path.display()))?;
-    let out = tokio::process::Command::new("git")
-        .arg("-C")
-        .arg(&path)
-        .args(["rev-parse", "--show-toplevel"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .context("running git (is it installed?)")?;
-    if !out.status.success() {
-        bail!("{} is not in a git checkout", path.display());
-    }
-    let top = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    Ok(std::fs::canonicalize(top)?)
+    Ok(tether::worktree::toplevel(&path).await?)
 }
 
 /// An API client carrying this host's own token.

@@ -74,12 +74,24 @@ pub enum Payload {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HookEvent {
     pub agent: Agent,
-    pub kind: EventKind,
     /// The agent's own session id.
     pub session_id: String,
     pub cwd: String,
     pub permission_mode: Option<String>,
     pub payload: Payload,
+}
+
+impl HookEvent {
+    /// Which event this is (its payload says).
+    pub fn kind(&self) -> EventKind {
+        match self.payload {
+            Payload::Prompt(_) => EventKind::UserPromptSubmit,
+            Payload::ToolCall { .. } => EventKind::PreToolUse,
+            Payload::ToolResult { .. } => EventKind::PostToolUse,
+            Payload::SessionStart { .. } => EventKind::SessionStart,
+            Payload::Stop => EventKind::Stop,
+        }
+    }
 }
 
 /// A policy verdict, combined over every policy that ran.
@@ -157,7 +169,6 @@ pub fn parse(agent: Agent, input: &[u8]) -> Result<Option<HookEvent>, ProtocolEr
     };
     Ok(Some(HookEvent {
         agent,
-        kind,
         session_id: raw.session_id.unwrap_or_default(),
         cwd: raw.cwd.unwrap_or_default(),
         permission_mode: raw.permission_mode,
@@ -179,7 +190,7 @@ fn specific(kind: EventKind, fields: Value) -> Value {
 
 /// The agent's answer to `verdict` (with `context` for the agent) on `event`.
 pub fn answer(event: &HookEvent, verdict: &Verdict, context: Option<&str>) -> Answer {
-    let kind = event.kind;
+    let kind = event.kind();
     let with_context = |mut fields: Value| {
         if let (Some(c), Some(o)) = (context, fields.as_object_mut()) {
             o.insert("additionalContext".into(), Value::String(c.to_owned()));
@@ -272,7 +283,7 @@ mod tests {
             json!({"session_id": "s1", "cwd": "/wt", "hook_event_name": "UserPromptSubmit", "prompt": "hi"}),
         );
         assert_eq!(
-            (e.kind, e.payload, e.cwd.as_str()),
+            (e.kind(), e.payload, e.cwd.as_str()),
             (
                 EventKind::UserPromptSubmit,
                 Payload::Prompt("hi".into()),

@@ -6,8 +6,60 @@
 //!   would, well enough to judge it: quotes are honoured, expansions are not performed.
 //! - [`normalize`] and [`is_within`] resolve paths lexically (a guest has no filesystem).
 //! - [`Config`] reads a policy's JSON config without serde derive, to keep guests small.
+//! - [`policy_component!`] is the component glue every example policy shares.
 
 use serde_json::Value;
+
+/// The component glue of an example policy, for wasm32 only: `name` answers `$name`, `events`
+/// the crate's `EVENTS`, and `evaluate` reads the config through the host and applies the
+/// crate's `judge`, failing closed (deny, and an error log) on a config `Settings::from_json`
+/// refuses. Expects at the crate root a `bindings` module (wit-bindgen's `generate!` for the
+/// `policy` world) and `Decision`, `EVENTS`, `Event`, `EventKind`, `Outcome`, `Settings`,
+/// `judge`.
+///
+/// `unsafe` is allowed in the generated module only because wit-bindgen's `export!` expands to
+/// the canonical ABI entry points (`#[export_name]` functions that lift and lower arguments
+/// through raw pointers); the module writes none itself.
+#[macro_export]
+macro_rules! policy_component {
+    ($guest:ident, $name:literal) => {
+        #[cfg(target_arch = "wasm32")]
+        #[allow(unsafe_code)]
+        mod component {
+            use super::bindings::Guest;
+            use super::bindings::tether::guardrail::host::{config, log};
+            use super::bindings::tether::guardrail::types::LogLevel;
+            use super::{Decision, EVENTS, Event, EventKind, Outcome, Settings, judge};
+
+            struct $guest;
+
+            impl Guest for $guest {
+                fn name() -> String {
+                    $name.to_owned()
+                }
+
+                fn events() -> Vec<EventKind> {
+                    EVENTS.to_vec()
+                }
+
+                fn evaluate(event: Event) -> Outcome {
+                    match Settings::from_json(&config()) {
+                        Ok(settings) => judge(&settings, &event),
+                        Err(error) => {
+                            log(LogLevel::Error, &error);
+                            Outcome {
+                                verdict: Decision::Deny(format!("{}: {error}", $name)),
+                                context: None,
+                            }
+                        }
+                    }
+                }
+            }
+
+            super::bindings::export!($guest with_types_in super::bindings);
+        }
+    };
+}
 
 /// Tool names that run a shell command: Claude Code's `Bash`, Codex's `shell`, `exec_command`
 /// and `local_shell`.

@@ -145,46 +145,7 @@ fn outcome(verdict: Decision) -> Outcome {
     }
 }
 
-/// The component glue: reads the config through the host, fails closed on a bad one.
-///
-/// `unsafe` is allowed here only because wit-bindgen's `export!` expands to the canonical ABI
-/// entry points (`#[export_name]` functions that lift and lower arguments through raw pointers);
-/// this module writes none itself.
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod component {
-    use super::bindings::Guest;
-    use super::bindings::tether::guardrail::host::{config, log};
-    use super::bindings::tether::guardrail::types::LogLevel;
-    use super::{Decision, EVENTS, Event, EventKind, Outcome, Settings, judge};
-
-    struct AllowList;
-
-    impl Guest for AllowList {
-        fn name() -> String {
-            "allow-list".to_owned()
-        }
-
-        fn events() -> Vec<EventKind> {
-            EVENTS.to_vec()
-        }
-
-        fn evaluate(event: Event) -> Outcome {
-            match Settings::from_json(&config()) {
-                Ok(settings) => judge(&settings, &event),
-                Err(error) => {
-                    log(LogLevel::Error, &error);
-                    Outcome {
-                        verdict: Decision::Deny(format!("allow-list: {error}")),
-                        context: None,
-                    }
-                }
-            }
-        }
-    }
-
-    super::bindings::export!(AllowList with_types_in super::bindings);
-}
+policy_support::policy_component!(AllowList, "allow-list");
 
 #[cfg(test)]
 mod tests {
