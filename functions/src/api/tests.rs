@@ -1523,12 +1523,13 @@ fn host_and_pending_code_caps_hold() {
     );
     assert_eq!(call(&app, "POST", &approve, Some(&key), None).0, 201);
 
-    // Pending codes across the deployment.
+    // Pending codes across the deployment. The filler codes start with '1', outside
+    // the code alphabet, so expiring them below cannot touch a real code.
     sql(
         &app,
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
          INSERT INTO pairing_codes (code, poll_hash, public_key, name, os, arch, agents, created_at, expires_at)
-         SELECT printf('C%07d', i), 'h', 'k', 'n', 'o', 'a', '[]', 0, 9000000000000 FROM n",
+         SELECT printf('1%07d', i), 'h', 'k', 'n', 'o', 'a', '[]', 0, 9000000000000 FROM n",
     );
     let res = raw(
         &app,
@@ -1542,7 +1543,7 @@ fn host_and_pending_code_caps_hold() {
     // Once they expire, they are purged and pairing works again.
     sql(
         &app,
-        "UPDATE pairing_codes SET expires_at = 1 WHERE code LIKE 'C%'",
+        "UPDATE pairing_codes SET expires_at = 1 WHERE code LIKE '1%'",
     );
     start_pairing(&app, &machine(2));
     assert_eq!(
