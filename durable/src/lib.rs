@@ -4,6 +4,8 @@
 //!   Object ([`org::store::Store`] over [`sql::Sql`]).
 //! - [`stream`]: session streams (the Durable Streams protocol), one Stream Durable Object
 //!   per stream ([`stream::store::Store`] over [`sql::Sql`]).
+//! - [`policy`]: guardrail policies the org ships to its machines (stored by the Org object)
+//!   and the decisions the machines report back.
 //! - [`session`]: agent sessions: the org's record of each, and the messages that start and
 //!   drive them on a host.
 //! - [`tunnel`]: the host tunnel's wire protocol (frames, close codes, flow control, heartbeats),
@@ -19,6 +21,7 @@ pub mod error;
 pub mod host;
 pub mod ids;
 pub mod org;
+pub mod policy;
 pub mod session;
 pub mod sql;
 pub mod stream;

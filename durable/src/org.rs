@@ -1,4 +1,5 @@
-//! An organisation's own data (projects, task statuses, tasks, project links, sessions), owned by one Org Durable Object.
+//! An organisation's own data (projects, task statuses, tasks, project links, sessions,
+//! guardrail policies and the decisions machines report), owned by one Org Durable Object.
 //!
 //! The Worker authenticates a caller, then sends the org's object an [`OrgCall`]: who is asking
 //! and one [`OrgOp`]. [`store::Store`] carries it out in one SQLite transaction and answers JSON
@@ -9,6 +10,7 @@ pub mod model;
 mod schema;
 pub mod store;
 
+use crate::policy::{DecisionQuery, DecisionReport, NewPolicy, UpdatePolicy};
 use crate::session::{NewSession, SessionQuery, SessionUpdate};
 use model::{
     CreateProject, CreateTask, CreateTaskStatus, PageQuery, TaskQuery, UpdateProject, UpdateTask,
@@ -111,6 +113,32 @@ pub enum OrgOp {
         host_id: Option<String>,
         update: SessionUpdate,
     },
+    /// The policies in the order machines run them.
+    ListPolicies,
+    GetPolicy {
+        name: String,
+    },
+    /// Creates or replaces a policy (answers a [`crate::policy::PutAnswer`]).
+    PutPolicy(NewPolicy),
+    UpdatePolicy {
+        name: String,
+        patch: UpdatePolicy,
+    },
+    DeletePolicy {
+        name: String,
+    },
+    /// A policy's binary (answers a [`crate::policy::PolicyWasm`]); 409 `policy_changed` when
+    /// `sha256` is given and is no longer the policy's.
+    PolicyWasm {
+        name: String,
+        sha256: Option<String>,
+    },
+    /// Host `host_id` reports decisions; ones it reported before (same `seq`) are ignored.
+    RecordDecisions {
+        host_id: String,
+        decisions: Vec<DecisionReport>,
+    },
+    ListDecisions(DecisionQuery),
     /// The org was deleted: drop everything and answer 404 from now on (org ids are never
     /// reused, so a token minted before the deletion cannot bring the org back to life).
     Destroy,

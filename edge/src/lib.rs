@@ -11,7 +11,7 @@ use bindings::Edge;
 use tether_durable::stream::COMMON_HEADERS;
 use tether_functions::backend::{Backend, HostRef, RateLimiter};
 use tether_functions::error::ApiError;
-use tether_functions::http::{self as h, MAX_BODY};
+use tether_functions::http::{self as h, MAX_BODY, MAX_UPLOAD};
 use tether_functions::streams;
 use worker::{
     Context, Env, Method, Request, RequestInit, Response, Result, ScheduleContext, ScheduledEvent,
@@ -36,7 +36,8 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         let host_id = host_id.to_owned();
         return tunnel(req, &env, &host_id).await;
     }
-    let http_req = match to_http(&mut req).await {
+    // The API's largest body (a policy upload); each route applies its own limit.
+    let http_req = match to_http(&mut req, MAX_UPLOAD).await {
         Ok(r) => r,
         Err(e) => return from_http(h::error(&e)),
     };
@@ -78,7 +79,7 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
 /// its tunnel, held by the host's object.
 async fn tunnel(mut req: Request, env: &Env, host_id: &str) -> Result<Response> {
     let opened = async {
-        let http_req = to_http(&mut req).await?;
+        let http_req = to_http(&mut req, MAX_BODY).await?;
         let edge = Edge::from_env(env)?;
         let host = tether_functions::api::identify_host(&edge, &http_req).await?;
         if host.host_id != host_id {
@@ -127,7 +128,8 @@ async fn stream(mut req: Request, env: &Env) -> Result<Response> {
         return with_stream_headers(Response::empty()?.with_status(204));
     }
     let forwarded = async {
-        let http_req = to_http(&mut req).await?;
+        // One append is at most MAX_BODY (a stream row's limit).
+        let http_req = to_http(&mut req, MAX_BODY).await?;
         let edge = Edge::from_env(env)?;
         let caller = streams::identify(&edge, &http_req).await?;
         if !edge.stream_limiter().allow(caller.rate_key()).await {
@@ -177,12 +179,12 @@ fn with_stream_headers(res: Response) -> Result<Response> {
     Ok(res.with_headers(headers))
 }
 
-/// Past [`MAX_BODY`], how much more of a body is read and thrown away so the client gets to
+/// Past the limit, how much more of a body is read and thrown away so the client gets to
 /// read the 413 instead of a reset connection.
 const MAX_DRAIN: usize = 32 * 1024 * 1024;
 
-/// Reads the request, refusing bodies over [`MAX_BODY`] without keeping them in memory.
-async fn to_http(req: &mut Request) -> std::result::Result<h::Request, ApiError> {
+/// Reads the request, refusing bodies over `max` bytes without keeping them in memory.
+async fn to_http(req: &mut Request, max: usize) -> std::result::Result<h::Request, ApiError> {
     use futures_util::StreamExt;
     let mut body = Vec::new();
     if req.inner().body().is_some() {
@@ -196,14 +198,14 @@ async fn to_http(req: &mut Request) -> std::result::Result<h::Request, ApiError>
             .stream()
             .map_err(|e| ApiError::bad_request("bad_body", e.to_string()))?;
         let mut seen = 0usize;
-        let mut too_large = declared.is_some_and(|n| n > MAX_BODY);
+        let mut too_large = declared.is_some_and(|n| n > max);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| ApiError::bad_request("bad_body", e.to_string()))?;
             seen += chunk.len();
-            too_large |= seen > MAX_BODY;
+            too_large |= seen > max;
             if too_large {
                 body = Vec::new();
-                if seen > MAX_BODY + MAX_DRAIN {
+                if seen > max + MAX_DRAIN {
                     break;
                 }
             } else {
@@ -211,7 +213,7 @@ async fn to_http(req: &mut Request) -> std::result::Result<h::Request, ApiError>
             }
         }
         if too_large {
-            return Err(h::too_large());
+            return Err(h::too_large(max));
         }
     }
     let url = req

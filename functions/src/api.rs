@@ -8,9 +8,11 @@ mod members;
 mod org_data;
 mod orgs;
 mod pairing;
+mod policies;
+mod policy_decisions;
 mod sessions;
 
-use crate::auth::{self, Credential, Principal};
+use crate::auth::{self, Bearer, Credential, Principal};
 use crate::backend::{Backend, OrgStore, RateLimiter};
 use crate::directory;
 use crate::error::ApiError;
@@ -104,12 +106,19 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
         _ => {}
     }
 
-    // Routes for a host's own token: its project links and its sessions' status reports.
+    // Routes for a host's own token: its project links, its sessions' status reports and its
+    // guardrail decisions.
     let host_route = match (segs.as_slice(), m) {
         (["v1", "hosts", _, "links"], &Method::POST)
         | (["v1", "hosts", _, "links", _], &Method::DELETE)
-        | (["v1", "hosts", _, "sessions", _, "status"], &Method::POST) => true,
-        (["v1", "hosts", _, "links", _] | ["v1", "hosts", _, "sessions", _, "status"], _) => {
+        | (["v1", "hosts", _, "sessions", _, "status"], &Method::POST)
+        | (["v1", "hosts", _, "policy-decisions"], &Method::POST) => true,
+        (
+            ["v1", "hosts", _, "links", _]
+            | ["v1", "hosts", _, "sessions", _, "status"]
+            | ["v1", "hosts", _, "policy-decisions"],
+            _,
+        ) => {
             return method_not_allowed("POST or DELETE with a host token");
         }
         _ => false,
@@ -127,7 +136,25 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
             ["v1", "hosts", id, "sessions", sid, "status"] => {
                 sessions::report(app, &host, id, sid, req).await
             }
+            ["v1", "hosts", id, "policy-decisions"] => {
+                policy_decisions::report(app, &host, id, req).await
+            }
             _ => method_not_allowed("POST"),
+        };
+    }
+
+    // The org's guardrail policies are read by its members and by its machines (host tokens).
+    if m == Method::GET
+        && matches!(
+            segs.as_slice(),
+            ["v1", "policies"] | ["v1", "policies", _] | ["v1", "policies", _, "wasm"]
+        )
+    {
+        let caller = authenticate_member_or_host(app, req).await?;
+        return match segs.as_slice() {
+            ["v1", "policies", name] => policies::get(app, &caller, name).await,
+            ["v1", "policies", name, "wasm"] => policies::wasm(app, &caller, name, req).await,
+            _ => policies::list(app, &caller).await,
         };
     }
 
@@ -191,11 +218,16 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
         (["v1", "sessions", id, "resize"], Method::POST) => sessions::resize(app, p, id, req).await,
         (["v1", "sessions", id, "stop"], Method::POST) => sessions::stop(app, p, id, req).await,
 
+        (["v1", "policies", name], Method::PUT) => policies::put(app, p, name, req).await,
+        (["v1", "policies", name], Method::PATCH) => policies::update(app, p, name, req).await,
+        (["v1", "policies", name], Method::DELETE) => policies::delete(app, p, name).await,
+        (["v1", "policy-decisions"], Method::GET) => policy_decisions::list(app, p, req).await,
+
         (
             [
                 "v1",
                 "me" | "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks"
-                | "hosts" | "sessions",
+                | "hosts" | "sessions" | "policies" | "policy-decisions",
             ],
             _,
         )
@@ -203,7 +235,7 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
             [
                 "v1",
                 "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks" | "hosts"
-                | "sessions",
+                | "sessions" | "policies",
                 _,
             ],
             _,
@@ -216,7 +248,8 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
                 _,
                 "info" | "commands" | "speedtest" | "links" | "worktrees",
             ]
-            | ["v1", "sessions", _, "input" | "resize" | "stop"],
+            | ["v1", "sessions", _, "input" | "resize" | "stop"]
+            | ["v1", "policies", _, "wasm"],
             _,
         ) => method_not_allowed("a method this resource supports (see /v1/openapi.json)"),
         _ => Err(ApiError::new(
@@ -234,6 +267,27 @@ async fn authenticate(app: &impl Backend, req: &Request) -> Result<Principal, Ap
         return Err(ApiError::too_many_requests(60));
     }
     Ok(p)
+}
+
+/// Resolves a member (API key or token) or one of the org's machines (a host token whose host
+/// is still registered and unrevoked), then applies the caller's rate limit.
+async fn authenticate_member_or_host(
+    app: &impl Backend,
+    req: &Request,
+) -> Result<Bearer, ApiError> {
+    let caller = match h::credential(req) {
+        Some(token) if !token.starts_with(auth::KEY_PREFIX) => {
+            match auth::verify_bearer(app.config(), token)? {
+                Bearer::Host(host) => Bearer::Host(hosts::still_registered(app, host).await?),
+                member => member,
+            }
+        }
+        _ => Bearer::Member(identify(app, req).await?),
+    };
+    if !app.limiter().allow(caller.rate_key()).await {
+        return Err(ApiError::too_many_requests(60));
+    }
+    Ok(caller)
 }
 
 /// The routes a machine calls without a credential are charged to the client's address
@@ -318,7 +372,10 @@ fn own_org(p: &Principal, id: &str) -> Result<(), ApiError> {
 }
 
 mod doc {
-    use super::{auth_routes, hosts, keys, members, org_data, orgs, pairing, sessions};
+    use super::{
+        auth_routes, hosts, keys, members, org_data, orgs, pairing, policies, policy_decisions,
+        sessions,
+    };
     use crate::public;
     use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
     use utoipa::{Modify, OpenApi};
@@ -393,6 +450,8 @@ mod doc {
             hosts::list, hosts::get, hosts::info, hosts::command, hosts::speedtest, hosts::revoke, hosts::nonce, hosts::token,
             sessions::create, sessions::list, sessions::get, sessions::input, sessions::resize, sessions::stop,
             sessions::link, sessions::unlink, sessions::links, sessions::report, sessions::worktrees,
+            policies::list, policies::get, policies::wasm, policies::put, policies::update, policies::delete,
+            policy_decisions::report, policy_decisions::list,
         ),
         modifiers(&Security),
     )]

@@ -191,6 +191,22 @@ impl Bearer {
             Self::Host(h) => &h.host_id,
         }
     }
+
+    /// The org it acts in.
+    pub fn org_id(&self) -> &str {
+        match self {
+            Self::Member(p) => &p.org_id,
+            Self::Host(h) => &h.org_id,
+        }
+    }
+
+    /// Who acts: the member's id or the host's.
+    pub fn actor(&self) -> &str {
+        match self {
+            Self::Member(p) => &p.member_id,
+            Self::Host(h) => &h.host_id,
+        }
+    }
 }
 
 /// The claims of either token: the member-only ones are absent from host tokens.

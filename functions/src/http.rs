@@ -4,8 +4,11 @@ use crate::error::ApiError;
 use http::{HeaderValue, StatusCode, header};
 use serde::{Serialize, de::DeserializeOwned};
 
-/// The largest request body any route accepts.
+/// The largest request body most routes accept.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// The largest request body any route accepts: a guardrail policy's upload (a binary of up to
+/// 768 KiB is 1 MiB as base64) with its config.
+pub const MAX_UPLOAD: usize = MAX_BODY + 64 * 1024;
 
 pub type Request = http::Request<Vec<u8>>;
 pub type Response = http::Response<Vec<u8>>;
@@ -36,6 +39,11 @@ pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
     response(status, "application/json", body)
 }
 
+/// A response of raw bytes, such as a policy binary.
+pub fn bytes(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response {
+    response(status, content_type, body)
+}
+
 pub fn no_content() -> Response {
     let mut res = http::Response::new(Vec::new());
     *res.status_mut() = StatusCode::NO_CONTENT;
@@ -57,12 +65,18 @@ pub fn error(e: &ApiError) -> Response {
     res
 }
 
-/// Decodes a JSON request body. Syntax errors (including bad UTF-8 and truncation) are 400;
-/// well-formed JSON of the wrong shape (wrong types, unknown or missing fields) is 422.
+/// Decodes a JSON request body of at most [`MAX_BODY`] bytes. Syntax errors (including bad
+/// UTF-8 and truncation) are 400; well-formed JSON of the wrong shape (wrong types, unknown or
+/// missing fields) is 422.
 pub fn body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    body_up_to(req, MAX_BODY)
+}
+
+/// [`body`] for the route that takes more than [`MAX_BODY`] (at most [`MAX_UPLOAD`]).
+pub fn body_up_to<T: DeserializeOwned>(req: &Request, max: usize) -> Result<T, ApiError> {
     let bytes = req.body();
-    if bytes.len() > MAX_BODY {
-        return Err(too_large());
+    if bytes.len() > max {
+        return Err(too_large(max));
     }
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
         let essence = ct
@@ -107,11 +121,11 @@ pub fn query<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     serde_urlencoded::from_str(q).map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))
 }
 
-pub fn too_large() -> ApiError {
+pub fn too_large(max: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
-        format!("request bodies are limited to {MAX_BODY} bytes"),
+        format!("request bodies are limited to {max} bytes"),
     )
 }
 
@@ -169,6 +183,14 @@ mod tests {
             "deep nesting of the wrong shape"
         );
         assert_eq!(status(&vec![b' '; MAX_BODY + 1]), 413);
+        let up_to = |bytes: &[u8]| {
+            body_up_to::<In>(&req(bytes), MAX_UPLOAD)
+                .unwrap_err()
+                .status
+                .as_u16()
+        };
+        assert_eq!(up_to(&vec![b' '; MAX_BODY + 1]), 400, "past MAX_BODY, read");
+        assert_eq!(up_to(&vec![b' '; MAX_UPLOAD + 1]), 413);
         let r = http::Request::builder()
             .header("content-type", "text/plain")
             .body(b"{}".to_vec())

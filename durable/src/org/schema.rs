@@ -101,6 +101,40 @@ CREATE INDEX sessions_status ON sessions (status, start_by);
 CREATE INDEX sessions_host ON sessions (host_id, id);
 CREATE INDEX sessions_project ON sessions (project_id, id);
 ",
+    r"
+CREATE TABLE org_policies (
+    name TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    wasm BLOB NOT NULL,
+    config TEXT NOT NULL,
+    failure TEXT NOT NULL CHECK (failure IN ('deny', 'allow')),
+    position INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE policy_decisions (
+    id INTEGER PRIMARY KEY,
+    host_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    session_id TEXT,
+    agent TEXT NOT NULL,
+    event TEXT NOT NULL CHECK (event IN
+        ('user-prompt-submit', 'pre-tool-use', 'post-tool-use', 'session-start', 'stop')),
+    policy TEXT NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('allow', 'deny', 'ask', 'rewrite', 'failed')),
+    reason TEXT,
+    duration_us INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    UNIQUE (host_id, seq)
+);
+CREATE INDEX policy_decisions_at ON policy_decisions (at, id);
+CREATE INDEX policy_decisions_session ON policy_decisions (session_id, at, id);
+INSERT INTO counters (name, value) VALUES ('decision_count', 0);
+",
 ];
 
 #[derive(serde::Deserialize)]

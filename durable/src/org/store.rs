@@ -1,5 +1,6 @@
 //! The org store: every [`OrgOp`] as SQL over [`Sql`], each call in one transaction.
 
+mod policies;
 mod sessions;
 
 use super::model::{
@@ -9,6 +10,7 @@ use super::model::{
 };
 use super::{OrgCall, OrgOp, schema};
 use crate::error::StoreError;
+use crate::policy::MAX_DECISIONS;
 use crate::sql::{Sql, SqlValue};
 use crate::stream::MAX_STREAMS_PER_ORG;
 use crate::time::rfc3339;
@@ -300,9 +302,20 @@ impl<'a, S: Sql> Store<'a, S> {
                 host_id,
                 update,
             } => json(self.update_session(&id, host_id.as_deref(), update, now)?),
+            OrgOp::ListPolicies => json(self.list_policies()?),
+            OrgOp::GetPolicy { name } => json(self.policy(&name)?),
+            OrgOp::PutPolicy(p) => json(self.put_policy(p, &actor, now)?),
+            OrgOp::UpdatePolicy { name, patch } => json(self.update_policy(&name, patch, now)?),
+            OrgOp::DeletePolicy { name } => self.delete_policy(&name).and_then(json),
+            OrgOp::PolicyWasm { name, sha256 } => json(self.policy_wasm(&name, sha256.as_deref())?),
+            OrgOp::RecordDecisions { host_id, decisions } => {
+                json(self.record_decisions(&host_id, decisions, now, MAX_DECISIONS)?)
+            }
+            OrgOp::ListDecisions(q) => json(self.list_decisions(&q)?),
             OrgOp::Destroy => {
                 self.sql.execute_script(
-                    "DROP TABLE sessions; DROP TABLE project_links; DROP TABLE streams; DROP TABLE tasks; DROP TABLE task_statuses; DROP TABLE projects;
+                    "DROP TABLE policy_decisions; DROP TABLE org_policies;
+                     DROP TABLE sessions; DROP TABLE project_links; DROP TABLE streams; DROP TABLE tasks; DROP TABLE task_statuses; DROP TABLE projects;
                      DROP TABLE counters; DELETE FROM meta;
                      INSERT INTO meta (key, value) VALUES ('destroyed', '1');",
                 )?;

@@ -209,6 +209,15 @@ pub async fn identify_host(app: &impl Backend, req: &Request) -> Result<HostPrin
     let cred = h::credential(req)
         .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer <host token>`"))?;
     let host = auth::verify_host_token(app.config(), cred)?;
+    still_registered(app, host).await
+}
+
+/// A verified host token's host, if it is still registered in its org and unrevoked (401
+/// `host_revoked` otherwise).
+pub(super) async fn still_registered(
+    app: &impl Backend,
+    host: HostPrincipal,
+) -> Result<HostPrincipal, ApiError> {
     match hosts::live_host_org(app.db(), &host.host_id).await? {
         Some(org) if org == host.org_id => Ok(host),
         _ => Err(ApiError::new(

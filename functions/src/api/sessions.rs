@@ -560,7 +560,7 @@ fn host_of<'a>(s: &'a Session, p: &'a Principal) -> HostRef<'a> {
 
 // ---- the host's side (host token) ----
 
-fn own_host(host: &HostPrincipal, id: &str) -> Result<(), ApiError> {
+pub(super) fn own_host(host: &HostPrincipal, id: &str) -> Result<(), ApiError> {
     if host.host_id == id {
         Ok(())
     } else {

@@ -1939,3 +1939,5 @@ fn sessions_start_on_a_linked_host_and_hosts_report_only_their_own() {
         400
     );
 }
+
+mod policies;

@@ -100,7 +100,7 @@ const LINK_SELECT: &str =
 
 /// The first `max` characters of `s` (reports are truncated, never refused: a refused report
 /// would be retried forever).
-fn clip(s: Option<String>, max: usize) -> Option<String> {
+pub(super) fn clip(s: Option<String>, max: usize) -> Option<String> {
     s.map(|s| {
         s.chars()
             .filter(|c| !c.is_control() || *c == '\n')

@@ -650,3 +650,5 @@ fn a_queued_session_fails_when_its_host_never_comes() {
     assert!(page.next_cursor.is_some() && page.data[0].id > page.data[1].id);
     assert!(page.data.iter().all(|s| s.host_id == HOST_B));
 }
+
+mod policies;
