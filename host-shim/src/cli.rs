@@ -2,6 +2,7 @@
 
 mod attach;
 mod doctor;
+mod hook;
 mod hosts;
 mod login;
 mod pair;
@@ -137,6 +138,25 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Answer one agent hook event: what Claude Code and Codex run (see `tether hooks`).
+    ///
+    /// Reads the agent's hook JSON on stdin and answers in that agent's protocol (exit 2 with
+    /// the reason on stderr to block; JSON permissionDecision / updatedInput). Acts only in
+    /// sessions Tether launched (TETHER_SESSION_ID): elsewhere it allows at once. The
+    /// daemon's policies decide; when the daemon is down, the failure mode does: prompts and
+    /// tool calls are denied if any policy fails closed.
+    Hook {
+        /// Whose protocol: claude-code or codex.
+        #[arg(long)]
+        agent: String,
+    },
+    /// Install, remove or check Tether's entries in the agents' hook settings
+    /// (~/.claude/settings.json, ~/.codex/hooks.json). The daemon installs them when it starts
+    /// unless config.toml says `agent_hooks = false`; the user's own hooks are kept.
+    Hooks {
+        #[command(subcommand)]
+        command: HooksCommand,
+    },
     /// Check that a Tether server answers: its health and version.
     Ping {
         /// The server's base URL, e.g. http://127.0.0.1:8787.
@@ -208,6 +228,17 @@ pub enum PolicyCommand {
         #[arg(long, default_value = "claude-code")]
         agent: String,
     },
+}
+
+#[derive(Subcommand)]
+pub enum HooksCommand {
+    /// Add Tether's entries (or bring them up to date), keeping the user's own hooks.
+    Install,
+    /// Take Tether's entries out, keeping everything else.
+    Uninstall,
+    /// Whether each agent's settings hold Tether's entries, and whether they are current.
+    /// Exits 3 when one is missing or stale.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -303,6 +334,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Worktrees { command } => worktrees::worktrees(&paths()?, command).await,
         Command::Policy { command } => policy::policy(&paths()?, command).await,
+        Command::Hook { agent } => Ok(hook::hook(&agent)),
+        Command::Hooks { command } => hook::hooks(command),
     }
 }
 

@@ -5,6 +5,9 @@
 //! server = "https://tether.example.com"
 //! key = "tk_..."
 //! worktree_dir = "/home/me/worktrees"   # optional
+//! agent_hooks = true                      # default: the daemon installs its hooks in
+//!                                         # ~/.claude/settings.json and ~/.codex/hooks.json
+//! policy_sync_secs = 30                   # default: how often the org's policies are checked
 //!
 //! [presets.my-agent]                      # optional: custom agent presets
 //! command = "my-agent"
@@ -39,6 +42,12 @@ pub struct Config {
     /// Where session worktrees go (default: `<state dir>/worktrees`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worktree_dir: Option<std::path::PathBuf>,
+    /// Whether the daemon keeps its hook entries in the agents' settings (default: yes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_hooks: Option<bool>,
+    /// Seconds between checks for changes to the org's policies (default 30, at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_sync_secs: Option<u64>,
     /// Guardrail policies, in evaluation order (`[[policies]]`; `tether policy add`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<crate::policy::PolicyEntry>,

@@ -11,10 +11,11 @@
 
 use crate::Error;
 use crate::config::Config;
+use crate::guardrails::{Guardrails, report};
 use crate::host_auth::HostAuth;
 use crate::identity::Identity;
 use crate::paths::Paths;
-use crate::policy::{self, Policies};
+use crate::policy;
 use crate::presets;
 use crate::sessions::{Sessions, Settings};
 use crate::state::{Pairing, State};
@@ -22,7 +23,7 @@ use crate::tunnel::Tunnel;
 use std::fs::File;
 use std::future::Future;
 use std::sync::Arc;
-use tracing::info;
+use tracing::{error, info, warn};
 
 /// The exit status that tells the service manager not to restart the daemon (`EX_CONFIG`).
 pub const EXIT_DO_NOT_RESTART: u8 = 78;
@@ -117,8 +118,18 @@ pub async fn run_daemon(daemon: Daemon, shutdown: impl Future<Output = ()>) -> R
         "tether daemon started"
     );
     let config = Config::load(&daemon.paths.config_file())?;
-    let policy_cache = daemon.paths.state_dir.join("policy-cache");
-    crate::paths::ensure_private_dir(&policy_cache)?;
+    let state = Arc::new(daemon.state);
+    let guardrails = Arc::new(
+        Guardrails::load(
+            daemon.paths.clone(),
+            state.clone(),
+            policy::Limits::default(),
+        )
+        .await?,
+    );
+    if config.agent_hooks != Some(false) {
+        install_agent_hooks();
+    }
     let settings = Settings {
         worktree_dir: config
             .worktree_dir
@@ -127,18 +138,9 @@ pub async fn run_daemon(daemon: Daemon, shutdown: impl Future<Output = ()>) -> R
         spool_dir: daemon.paths.state_dir.join("spool"),
         custom_presets: presets::load_custom(&config.other)
             .map_err(|e| Error::InvalidConfig(e.to_string()))?,
-        policies: Arc::new(
-            Policies::load(
-                &config.policies,
-                policy::Limits::default(),
-                Some(&policy_cache),
-            )
-            .map_err(|e| Error::InvalidConfig(e.to_string()))?,
-        ),
+        guardrails: guardrails.clone(),
+        state_dir: daemon.paths.state_dir.clone(),
     };
-    if !settings.policies.is_empty() {
-        info!(policies = ?settings.policies.names(), "guardrail policies loaded");
-    }
     // No idle connections kept for tokens: the client is used once per connect, and when a
     // tunnel dies of silence (a half-open path) a pooled connection on that path is dead too;
     // reusing it would stall the reconnect until the timeout.
@@ -153,18 +155,83 @@ pub async fn run_daemon(daemon: Daemon, shutdown: impl Future<Output = ()>) -> R
         daemon.identity,
         http,
     ));
-    let state = Arc::new(daemon.state);
     let sessions = Sessions::new(state.clone(), auth.clone(), settings)?;
     sessions.recover().await?;
+    let mut background = vec![serve_control(&daemon.paths, &guardrails, &sessions)];
+    let api = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(Error::HttpClient)?;
+    let every = std::time::Duration::from_secs(config.policy_sync_secs.unwrap_or(30).max(1));
+    let (g, a, h) = (guardrails.clone(), auth.clone(), api.clone());
+    background.push(Some(tokio::spawn(async move {
+        g.keep_current(&a, &h, every).await;
+    })));
+    let (g, a) = (guardrails.clone(), auth.clone());
+    background.push(Some(tokio::spawn(async move {
+        report::run(&g, &a, &api).await;
+    })));
     let tunnel = Tunnel {
         auth: &auth,
         state: &state,
         sessions: &sessions,
     };
     let outcome = tunnel.run(shutdown).await;
+    for task in background.into_iter().flatten() {
+        task.abort();
+    }
+    let _ = std::fs::remove_file(daemon.paths.control_socket());
     sessions.shutdown().await;
     info!("tether daemon stopped");
     outcome.map_err(Error::TunnelStopped)
+}
+
+/// Keeps the daemon's entries in the agents' hook settings (idempotent: rewritten at every
+/// start, the user's own hooks kept). A failure is logged: the agents then run unguarded by
+/// their hooks, and `tether hooks status` says so.
+fn install_agent_hooks() {
+    let (Ok(home), Ok(exe)) = (etcetera::home_dir(), std::env::current_exe()) else {
+        warn!("no home folder or executable path: agent hooks not installed");
+        return;
+    };
+    match crate::hooks::install::install(&home, &exe) {
+        Ok(changes) => {
+            for c in changes {
+                info!(file = %c.path.display(), change = ?c.kind, "agent hooks");
+            }
+        }
+        Err(e) => error!(error = %e, "installing the agent hooks failed"),
+    }
+}
+
+/// Serves the control socket (hooks, reloads); None where there are no Unix sockets or the
+/// socket cannot be made (hooks then answer by the failure mode).
+fn serve_control(
+    paths: &Paths,
+    guardrails: &Arc<Guardrails>,
+    sessions: &Arc<Sessions>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        let path = paths.control_socket();
+        match crate::control::bind(&path) {
+            Ok(listener) => {
+                let gate: Arc<dyn crate::control::SessionGate> = sessions.clone();
+                return Some(tokio::spawn(crate::control::serve(
+                    listener,
+                    guardrails.clone(),
+                    gate,
+                )));
+            }
+            Err(e) => error!(
+                socket = %path.display(), error = %e,
+                "the control socket is unavailable: agent hooks answer by the failure mode"
+            ),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (paths, guardrails, sessions);
+    None
 }
 
 /// Installs the SIGINT and SIGTERM handlers now and returns a future that completes with the

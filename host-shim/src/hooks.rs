@@ -1,7 +1,8 @@
 //! Agent hooks: how Claude Code and Codex call `tether hook` and what it answers
-//! ([`protocol`]), and the managed entries in their config files that make them call it
-//! ([`install`]).
+//! ([`protocol`]), the command itself ([`client`]), and the managed entries in their config
+//! files that make them call it ([`install`]).
 
+pub mod client;
 pub mod install;
 pub mod protocol;
 

@@ -24,10 +24,12 @@
 
 pub mod api;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod doctor;
 mod error;
 mod files;
+pub mod guardrails;
 pub mod hooks;
 pub mod host_auth;
 pub mod identity;

@@ -3,7 +3,9 @@
 //! - config: `$XDG_CONFIG_HOME/tether/` (default `~/.config/tether/`): `config.toml` (the CLI
 //!   login: server and API key).
 //! - state: `$XDG_STATE_HOME/tether/` (default `~/.local/state/tether/`): `host.key` (the host
-//!   identity) and `state.db` (the local database).
+//!   identity), `state.db` (the local database), `control.sock` (the running daemon's control
+//!   socket), `policies/` (the org's guardrail policies) and `policy-cache/` (their compiled
+//!   code).
 //!
 //! `TETHER_CONFIG_DIR` and `TETHER_STATE_DIR` replace those two folders outright (tests use
 //! them to isolate runs; they also let several daemons share one machine). The XDG layout is
@@ -56,6 +58,11 @@ impl Paths {
     /// The host's Ed25519 private key.
     pub fn key_file(&self) -> PathBuf {
         self.state_dir.join("host.key")
+    }
+
+    /// The daemon's control socket (`tether hook` asks the policies through it).
+    pub fn control_socket(&self) -> PathBuf {
+        self.state_dir.join("control.sock")
     }
 
     /// The local libsql database.

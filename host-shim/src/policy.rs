@@ -65,16 +65,9 @@ impl Default for Limits {
     }
 }
 
-/// What a policy's failure (trap, timeout, memory, bad answer) means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureMode {
-    /// Deny the event (fail closed): the default.
-    #[default]
-    Deny,
-    /// Let the event through (fail open).
-    Allow,
-}
+/// What a policy's failure (trap, timeout, memory, bad answer) means: deny (fail closed, the
+/// default) or allow (fail open). The same type as the org's policies carry.
+pub use tether_durable::policy::Failure as FailureMode;
 
 /// Why a policy could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -436,8 +429,7 @@ impl PolicyHost {
                 Err(why) => {
                     decisions.push(record("failed", Some(why.clone())));
                     match policy.failure {
-                        FailureMode::Allow => continue,
-                        FailureMode::Deny => {
+                        FailureMode::Deny if can_deny(kind) => {
                             return Combined {
                                 verdict: Verdict::Deny(format!(
                                     "policy {} failed ({why}); its failure mode denies",
@@ -447,6 +439,8 @@ impl PolicyHost {
                                 decisions,
                             };
                         }
+                        // Failing open, or on an event where a deny protects nothing.
+                        _ => continue,
                     }
                 }
             };
@@ -528,6 +522,14 @@ fn rewrite(payload: &mut types::Payload, new: &str) -> bool {
     }
 }
 
+/// [`EventKind::can_deny`](crate::hooks::protocol::EventKind::can_deny), in the WIT's terms.
+fn can_deny(kind: types::EventKind) -> bool {
+    matches!(
+        kind,
+        types::EventKind::UserPromptSubmit | types::EventKind::PreToolUse
+    )
+}
+
 fn kind_of(payload: &types::Payload) -> types::EventKind {
     match payload {
         types::Payload::UserPromptSubmit(_) => types::EventKind::UserPromptSubmit,
@@ -597,6 +599,31 @@ impl PolicyEntry {
             .and_then(|t| serde_json::to_string(t).ok())
             .unwrap_or_else(|| "{}".into())
     }
+
+    /// The policy to load for this entry.
+    pub fn source(&self) -> PolicySource {
+        PolicySource {
+            origin: self.path.display().to_string(),
+            path: self.path.clone(),
+            config: self.config_json(),
+            failure: self.failure,
+            sha256: self.sha256.clone(),
+        }
+    }
+}
+
+/// A policy to load: the org's (downloaded, pinned) or the machine's own.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PolicySource {
+    /// Where it comes from, for messages: `org:NAME` or the file's path.
+    pub origin: String,
+    /// The component file.
+    pub path: std::path::PathBuf,
+    /// Its configuration, a JSON object.
+    pub config: String,
+    pub failure: FailureMode,
+    /// The SHA-256 the file must have.
+    pub sha256: Option<String>,
 }
 
 /// The machine's policies, loaded, ready to judge events.
@@ -604,45 +631,51 @@ pub struct Policies {
     /// None when no policy is configured: no engine is built.
     host: Option<PolicyHost>,
     loaded: Vec<LoadedPolicy>,
-    /// A fail-closed policy that could not be loaded: every event is denied with this.
+    /// A fail-closed policy that could not be loaded: every event it could deny is denied
+    /// with this.
     broken: Option<String>,
 }
 
 impl Policies {
-    /// Loads `entries` in order. One that cannot be loaded (missing, changed, not a policy)
-    /// is logged; if it fails closed, every event is denied until it is fixed.
+    /// No policies: everything is allowed.
+    pub fn none() -> Self {
+        Self {
+            host: None,
+            loaded: Vec::new(),
+            broken: None,
+        }
+    }
+
+    /// Loads `sources` in order. One that cannot be loaded (missing, changed, not a policy)
+    /// is logged; if it fails closed, every event it could deny is denied until it is fixed.
     pub fn load(
-        entries: &[PolicyEntry],
+        sources: &[PolicySource],
         limits: Limits,
         cache_dir: Option<&std::path::Path>,
     ) -> Result<Self, LoadError> {
-        if entries.is_empty() {
-            return Ok(Self {
-                host: None,
-                loaded: Vec::new(),
-                broken: None,
-            });
+        if sources.is_empty() {
+            return Ok(Self::none());
         }
         let host = PolicyHost::new(limits, cache_dir)?;
         let mut loaded = Vec::new();
         let mut broken = None;
-        for entry in entries {
-            let result = std::fs::read(&entry.path)
-                .map_err(|e| LoadError::Invalid(e.to_string()))
+        for source in sources {
+            let result = std::fs::read(&source.path)
+                .map_err(|e| LoadError::Invalid(format!("{}: {e}", source.path.display())))
                 .and_then(|bytes| {
                     host.load(
                         &bytes,
-                        &entry.config_json(),
-                        entry.failure,
-                        entry.sha256.as_deref(),
+                        &source.config,
+                        source.failure,
+                        source.sha256.as_deref(),
                     )
                 });
             match result {
                 Ok(p) => loaded.push(p),
                 Err(e) => {
-                    let why = format!("policy {} could not be loaded: {e}", entry.path.display());
+                    let why = format!("policy {} could not be loaded: {e}", source.origin);
                     tracing::error!("{why}");
-                    if entry.failure == FailureMode::Deny {
+                    if source.failure == FailureMode::Deny {
                         broken.get_or_insert(why);
                     }
                 }
@@ -684,12 +717,12 @@ impl Policies {
 
     fn decide_wit(&self, event: types::Event) -> Combined {
         match &self.broken {
-            Some(why) => Combined {
+            Some(why) if can_deny(kind_of(&event.payload)) => Combined {
                 verdict: Verdict::Deny(why.clone()),
                 context: None,
                 decisions: Vec::new(),
             },
-            None => match &self.host {
+            _ => match &self.host {
                 Some(host) => host.decide_wit(&self.loaded, event),
                 None => Combined {
                     verdict: Verdict::Allow,

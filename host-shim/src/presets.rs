@@ -113,10 +113,9 @@ pub enum PresetError {
     NotATable,
 
     /// A `[presets.NAME]` entry is not a table, or has a key of the wrong type or an unknown one.
-    #[error("preset {name:?} in the config is not valid")]
+    #[error("preset {name:?} in the config is not valid: {source}")]
     Parse {
         name: String,
-        #[source]
         source: toml::de::Error,
     },
 

@@ -18,9 +18,9 @@ pub mod report;
 pub mod ship;
 pub mod store;
 
+use crate::guardrails::Guardrails;
 use crate::hooks::protocol::Verdict;
 use crate::host_auth::HostAuth;
-use crate::policy::Policies;
 use crate::presets::{self, Preset};
 use crate::state::State;
 use crate::streams::StreamClient;
@@ -55,7 +55,10 @@ pub struct Settings {
     /// Presets from the config (they replace built-ins of the same name).
     pub custom_presets: Vec<Preset>,
     /// The guardrail policies every dispatched prompt passes before an agent starts.
-    pub policies: Arc<Policies>,
+    pub guardrails: Arc<Guardrails>,
+    /// The daemon's state folder (agents get it as `TETHER_STATE_DIR`, so their hooks find
+    /// the daemon).
+    pub state_dir: PathBuf,
 }
 
 /// A session this daemon runs now.
@@ -85,6 +88,8 @@ pub struct Sessions {
     http: reqwest::Client,
     settings: Settings,
     live: Mutex<HashMap<String, Arc<Live>>>,
+    /// Dispatched prompts the policies passed, until the agent's own hook reports them.
+    judged: Mutex<HashMap<String, String>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     reporter: Mutex<Option<tokio::task::JoinHandle<()>>>,
     report_now: Notify,
@@ -115,6 +120,7 @@ impl Sessions {
             http,
             settings,
             live: Mutex::new(HashMap::new()),
+            judged: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
             reporter: Mutex::new(None),
             report_now: Notify::new(),
@@ -170,6 +176,9 @@ impl Sessions {
             this.run(cmd, &live).await;
             if let Ok(mut map) = this.live.lock() {
                 map.remove(&id);
+            }
+            if let Ok(mut judged) = this.judged.lock() {
+                judged.remove(&id);
             }
         });
         Ok(true)
@@ -318,6 +327,10 @@ impl Sessions {
         env.insert("TETHER_SESSION_ID".into(), cmd.session_id.clone());
         env.insert("TETHER_HOST_ID".into(), self.auth.host_id.clone());
         env.insert("TETHER_PROJECT_ID".into(), cmd.project_id.clone());
+        env.insert(
+            crate::paths::STATE_DIR_ENV.into(),
+            self.settings.state_dir.display().to_string(),
+        );
         let spool = self.spool(&cmd.session_id);
         if let Some(dir) = spool.parent() {
             crate::paths::ensure_private_dir(dir).map_err(|e| failed(e.to_string()))?;
@@ -365,35 +378,27 @@ impl Sessions {
         let Some(prompt) = cmd.prompt.clone() else {
             return Ok(None);
         };
-        if self.settings.policies.is_empty() {
+        let guardrails = &self.settings.guardrails;
+        if guardrails.current().is_empty() {
             return Ok(Some(prompt));
         }
-        let policies = self.settings.policies.clone();
-        let (id, cwd, agent) = (cmd.session_id.clone(), cwd.to_owned(), cmd.agent.clone());
-        let text = prompt.clone();
-        let combined =
-            tokio::task::spawn_blocking(move || policies.gate_prompt(&id, &cwd, &agent, &text))
-                .await
-                .map_err(|e| {
-                    (
-                        SessionStatus::Failed,
-                        format!("the policy check failed: {e}"),
-                    )
-                })?;
-        if let Err(e) = self
-            .state
-            .record_decisions(
-                Some(&cmd.session_id),
-                "user-prompt-submit",
-                &combined.decisions,
-            )
-            .await
-        {
-            warn!(error = %e, "recording policy decisions failed");
-        }
+        let combined = guardrails
+            .gate_prompt(&cmd.session_id, cwd, &cmd.agent, &prompt)
+            .await;
+        let judged = |p: &String| {
+            if let Ok(mut j) = self.judged.lock() {
+                j.insert(cmd.session_id.clone(), p.clone());
+            }
+        };
         match combined.verdict {
-            Verdict::Allow => Ok(Some(prompt)),
-            Verdict::Rewrite(new) => Ok(Some(new)),
+            Verdict::Allow => {
+                judged(&prompt);
+                Ok(Some(prompt))
+            }
+            Verdict::Rewrite(new) => {
+                judged(&new);
+                Ok(Some(new))
+            }
             Verdict::Deny(reason) => Err((
                 SessionStatus::Failed,
                 format!("the prompt was denied by a guardrail policy: {reason}"),
@@ -445,6 +450,11 @@ impl Sessions {
             }
             Err(e) => warn!(session = %id, error = %e, "shipping stopped"),
         }
+    }
+
+    /// Whether the session runs on this daemon now.
+    pub fn is_live(&self, id: &str) -> bool {
+        self.live.lock().is_ok_and(|m| m.contains_key(id))
     }
 
     /// Types `bytes` into a running session's terminal.
@@ -580,5 +590,21 @@ async fn wait_exit(agent: &Agent, live: &Live) -> pty::Exit {
             agent.kill();
             exited.await.unwrap_or((-1, None))
         }
+    }
+}
+
+impl crate::control::SessionGate for Sessions {
+    fn is_live(&self, id: &str) -> bool {
+        Sessions::is_live(self, id)
+    }
+
+    fn already_judged(&self, id: &str, prompt: &str) -> bool {
+        self.judged.lock().is_ok_and(|mut j| {
+            let judged = j.get(id).is_some_and(|p| p == prompt);
+            if judged {
+                j.remove(id);
+            }
+            judged
+        })
     }
 }

@@ -17,8 +17,9 @@
 //!   epoch and next seq, and `inflight_end`, the end of the batch sent with that seq and not yet
 //!   acknowledged, so a restart resends exactly that batch).
 //! - `worktrees(path, checkout, ...)`: git worktrees Tether created or imported.
-//! - `policy_decisions(at, session_id, event, policy, decision, reason, duration_us)`: every
-//!   guardrail policy's decision.
+//! - `policy_decisions(id, at, session_id, agent, event, policy, decision, reason,
+//!   duration_us)`: every guardrail policy's decision; `kv.decisions_reported` is the last id
+//!   the org has.
 
 use crate::Error;
 use libsql::{Connection, TransactionBehavior, Value};
@@ -95,6 +96,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
      ) STRICT;
      CREATE INDEX policy_decisions_by_time ON policy_decisions (at);",
     ),
+    (4, "ALTER TABLE policy_decisions ADD COLUMN agent TEXT;"),
 ];
 
 /// Keys of the `kv` table.
@@ -195,36 +197,6 @@ impl State {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Records guardrail decisions on one event.
-    pub async fn record_decisions(
-        &self,
-        session_id: Option<&str>,
-        event: &str,
-        decisions: &[crate::policy::Decision],
-    ) -> Result<(), Error> {
-        for d in decisions {
-            self.conn
-                .execute(
-                    "INSERT INTO policy_decisions (at, session_id, event, policy, decision, reason,
-                         duration_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    libsql::params![
-                        now_ms(),
-                        session_id,
-                        event,
-                        d.policy.as_str(),
-                        d.decision,
-                        d.reason
-                            .as_deref()
-                            .map(|r| r.chars().take(2000).collect::<String>()),
-                        i64::try_from(d.duration_us).unwrap_or(i64::MAX)
-                    ],
-                )
-                .await
-                .map_err(self.err("recording a policy decision"))?;
-        }
-        Ok(())
     }
 
     /// The connection, for the table modules that extend `State` (sessions, worktrees).
@@ -586,14 +558,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/state.db");
         let s = State::open(&path).await.unwrap();
-        assert_eq!(s.schema_version().await.unwrap(), 3);
+        assert_eq!(s.schema_version().await.unwrap(), MIGRATIONS.len() as i64);
         // Opening again, and migrating again, applies nothing and keeps the data.
         s.set("k", "v").await.unwrap();
         assert_eq!(s.migrate().await.unwrap(), 0);
         drop(s);
         let s = State::open(&path).await.unwrap();
         assert_eq!(s.migrate().await.unwrap(), 0);
-        assert_eq!(s.schema_version().await.unwrap(), 3);
+        assert_eq!(s.schema_version().await.unwrap(), MIGRATIONS.len() as i64);
         assert_eq!(s.get("k").await.unwrap().as_deref(), Some("v"));
         #[cfg(unix)]
         {

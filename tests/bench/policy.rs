@@ -2,10 +2,14 @@
 //! (the example `secret-guard` component under the daemon's policy host: a fresh instance per
 //! event, and one reused instance) against the equivalent shell hook, a fork/exec of
 //! `/bin/sh -c 'grep -q ...'` reading the same hook JSON on stdin, as agents run command
-//! hooks. Prints figures and the ratio; asserts only that both sides reach the same verdicts.
+//! hooks. Then the whole `tether hook` process as an agent runs it: exec, stdin, the daemon's
+//! control socket (served here by the daemon's own code with the same policy), the answer;
+//! and the same with the daemon down (the failure mode answers). Prints figures and the
+//! ratios; asserts only that every side reaches the same verdicts.
 //!
-//!   bash wasm-plugins/build.sh && cargo bench -p tether-tests --bench policy
-//!   BENCH_EVENTS=20000 BENCH_SHELL=2000 ...   # defaults 5000, 500
+//!   bash wasm-plugins/build.sh && cargo build --release -p tether &&
+//!     TETHER_BIN=target/release/tether cargo bench -p tether-tests --bench policy
+//!   BENCH_EVENTS=20000 BENCH_SHELL=2000 BENCH_HOOK=1000 ...   # defaults 5000, 500, 300
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,9 +20,14 @@
 use serde_json::json;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tether::control::{self, SessionGate};
+use tether::guardrails::Guardrails;
 use tether::hooks::{Agent, protocol};
+use tether::paths::Paths;
 use tether::policy::{FailureMode, Limits, PolicyHost};
+use tether::state::State;
 use tether_tests::bench::{env_or, percentile};
 
 fn report(name: &str, mut lat: Vec<Duration>) -> f64 {
@@ -100,12 +109,97 @@ fn main() {
         sh.push(t.elapsed());
         assert_eq!(code, Some(if n % 2 == 1 { 2 } else { 0 }));
     }
+    let (up, down) = hook_process(&inputs, env_or("BENCH_HOOK", 300));
     let fresh = report("wasm, fresh instance per event", fresh);
     let reused = report("wasm, one reused instance", reused);
     let shell = report("shell hook (fork/exec sh + grep)", sh);
+    let up = report("`tether hook` process, daemon up", up);
+    let down = report("`tether hook` process, daemon down", down);
     println!(
         "ratio shell / wasm: {:.1}x (fresh instance), {:.1}x (reused instance)",
         shell / fresh,
         shell / reused
     );
+    println!(
+        "ratio `tether hook` / shell hook: {:.2}x (daemon up), {:.2}x (daemon down)",
+        up / shell,
+        down / shell
+    );
+}
+
+/// Every session is Tether's, and no prompt was judged before.
+struct AllLive;
+
+impl SessionGate for AllLive {
+    fn is_live(&self, _: &str) -> bool {
+        true
+    }
+    fn already_judged(&self, _: &str, _: &str) -> bool {
+        false
+    }
+}
+
+/// Runs `tether hook` `n` times per side with the daemon's control socket up (the daemon's
+/// own server code and policy set, with secret-guard failing closed), then down.
+fn hook_process(inputs: &[Vec<u8>], n: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let bin = tether_tests::tether_bin().unwrap();
+    let dir = tether_tests::TempDir::new("hook-bench");
+    let paths = Paths::new(dir.path().join("config"), dir.path().join("state"));
+    let config = format!(
+        "[[policies]]\npath = {:?}\n",
+        tether_tests::root().join("wasm-plugins/dist/secret-guard.wasm")
+    );
+    std::fs::create_dir_all(&paths.config_dir).unwrap();
+    std::fs::create_dir_all(&paths.state_dir).unwrap();
+    std::fs::write(paths.config_file(), config).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt
+        .block_on(async {
+            let state = Arc::new(State::open_in_memory().await.unwrap());
+            let guardrails = Arc::new(
+                Guardrails::load(paths.clone(), state, Limits::default())
+                    .await
+                    .unwrap(),
+            );
+            let listener = control::bind(&paths.control_socket()).unwrap();
+            let serving = control::serve(listener, guardrails, Arc::new(AllLive));
+            Ok::<_, ()>(tokio::spawn(serving))
+        })
+        .unwrap();
+    let run = |n: usize, denied_exit: i32| {
+        (0..n)
+            .map(|i| {
+                let t = Instant::now();
+                let mut child = Command::new(&bin)
+                    .args(["hook", "--agent", "claude-code"])
+                    .env("TETHER_CONFIG_DIR", &paths.config_dir)
+                    .env("TETHER_STATE_DIR", &paths.state_dir)
+                    .env("TETHER_SESSION_ID", "ses_bench")
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(&inputs[i % 2])
+                    .unwrap();
+                let code = child.wait().unwrap().code();
+                let took = t.elapsed();
+                // Up: the key is denied, the rest allowed. Down: all denied (fail closed).
+                let expect = if i % 2 == 1 { 2 } else { denied_exit };
+                assert_eq!(code, Some(expect), "event {i}");
+                took
+            })
+            .collect::<Vec<_>>()
+    };
+    let up = run(n, 0);
+    server.abort();
+    rt.block_on(async { tokio::task::yield_now().await });
+    drop(rt);
+    std::fs::remove_file(paths.control_socket()).unwrap();
+    let down = run(n, 2);
+    (up, down)
 }

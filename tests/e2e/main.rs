@@ -11,6 +11,7 @@
 mod api;
 mod bad_input;
 mod dev_script;
+mod guardrails;
 mod hosts;
 mod identity;
 mod isolation;

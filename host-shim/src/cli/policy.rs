@@ -5,6 +5,8 @@ use super::PolicyCommand;
 use anyhow::{Context, Result, bail};
 use std::process::ExitCode;
 use tether::config::Config;
+use tether::control::{self, ClientError, Reloaded, Request};
+use tether::guardrails::{Guardrails, org};
 use tether::hooks::{Agent, protocol};
 use tether::paths::Paths;
 use tether::policy::{FailureMode, Limits, PolicyEntry, PolicyHost};
@@ -58,16 +60,53 @@ pub async fn policy(paths: &Paths, command: PolicyCommand) -> Result<ExitCode> {
             config.policies.push(entry);
             config.save(&file)?;
             println!(
-                "Added policy {} ({}), sha256 {}. A running daemon picks it up when restarted.",
+                "Added policy {} ({}), sha256 {}.",
                 loaded.name,
                 path.display(),
                 loaded.sha256
             );
+            apply(paths);
         }
         PolicyCommand::List { json } => {
+            let org = org::cached(&Guardrails::org_dir(paths));
+            // What the daemon enforces, once it has loaded what is on disk.
+            let in_force = control::call::<Reloaded>(
+                &paths.control_socket(),
+                &Request::Reload,
+                std::time::Duration::from_secs(60),
+            )
+            .ok()
+            .filter(|r| r.error.is_none())
+            .map(|r| r.policies);
             if json {
-                println!("{}", serde_json::to_string_pretty(&config.policies)?);
-            } else if config.policies.is_empty() {
+                let all = serde_json::json!({
+                    "org": org,
+                    "local": config.policies,
+                    "in_force": in_force,
+                });
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            match &in_force {
+                Some(names) if names.is_empty() => println!("The daemon enforces no policy."),
+                Some(names) => println!("The daemon enforces, in order: {}", names.join(", ")),
+                None => println!("The daemon is not running."),
+            }
+            if !org.is_empty() {
+                println!("The org's policies (run first, as last synced from the server):");
+                for (i, p) in org.iter().enumerate() {
+                    println!(
+                        "{}. {}  failure={:?}  sha256={}  config={}",
+                        i + 1,
+                        p.name,
+                        p.failure,
+                        p.sha256,
+                        serde_json::Value::Object(p.config.clone())
+                    );
+                }
+                println!("This machine's policies:");
+            }
+            if config.policies.is_empty() {
                 println!("No policies. Add one with `tether policy add PLUGIN.wasm`.");
             } else {
                 for (i, p) in config.policies.iter().enumerate() {
@@ -94,7 +133,8 @@ pub async fn policy(paths: &Paths, command: PolicyCommand) -> Result<ExitCode> {
                 bail!("no policy {policy:?} (a path or a number from `tether policy list`)");
             }
             config.save(&file)?;
-            println!("Removed. A running daemon drops it when restarted.");
+            println!("Removed.");
+            apply(paths);
         }
         PolicyCommand::Test {
             plugin,
@@ -134,4 +174,29 @@ pub async fn policy(paths: &Paths, command: PolicyCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Has a running daemon reload its policies now, and says what happened.
+fn apply(paths: &Paths) {
+    let answer = control::call::<Reloaded>(
+        &paths.control_socket(),
+        &Request::Reload,
+        std::time::Duration::from_secs(60),
+    );
+    match answer {
+        Ok(Reloaded {
+            error: None,
+            policies,
+        }) => {
+            println!(
+                "The daemon applied it; in force now: {}",
+                policies.join(", ")
+            );
+        }
+        Ok(Reloaded { error: Some(e), .. }) => println!("The daemon could not apply it: {e}"),
+        Err(ClientError::NotRunning(_)) => println!("The daemon applies it when it starts."),
+        Err(e) => {
+            println!("The daemon did not confirm it ({e}); it applies it within its sync interval.")
+        }
+    }
 }

@@ -61,6 +61,26 @@ pub async fn status(paths: &Paths) -> Result<ExitCode> {
         (Some(_), _) => "unknown (`tether login` to the same server shows it)".to_owned(),
         (None, _) => "-".to_owned(),
     };
+    let policies = match tether::guardrails::Guardrails::sources(paths) {
+        Ok(s) if s.is_empty() => "none".to_owned(),
+        Ok(s) => s
+            .iter()
+            .map(|p| p.origin.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(e) => format!("unreadable: {e}"),
+    };
+    let hooks = match (etcetera::home_dir(), std::env::current_exe()) {
+        (Ok(home), Ok(exe)) => match tether::hooks::install::status(&home, &exe) {
+            Ok(all) => all
+                .iter()
+                .map(|s| format!("{} {}", s.agent, super::hook::describe(s.state)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(e) => format!("unreadable: {e}"),
+        },
+        _ => "unknown (no home folder)".to_owned(),
+    };
     let rows = [
         ("paired", paired.to_owned()),
         ("host", host),
@@ -68,6 +88,8 @@ pub async fn status(paths: &Paths) -> Result<ExitCode> {
         ("server", server),
         ("identity", identity),
         ("daemon", daemon.to_owned()),
+        ("policies", policies),
+        ("hooks", hooks),
         ("login", login),
         ("config", config_file.display().to_string()),
         ("state", paths.state_dir.display().to_string()),

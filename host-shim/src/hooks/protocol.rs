@@ -38,6 +38,25 @@ impl EventKind {
         }
     }
 
+    /// Whether denying the event protects anything, so a failure mode may deny it: a prompt or
+    /// a tool call can be stopped; a tool that already ran, a session that started, or an
+    /// agent that wants to stop cannot (denying a stop only makes the agent go on, and a
+    /// policy that keeps failing would keep it going forever).
+    pub fn can_deny(self) -> bool {
+        matches!(self, Self::UserPromptSubmit | Self::PreToolUse)
+    }
+
+    /// The name policies and the decision log use (the WIT's `event-kind`).
+    pub fn wit_name(self) -> &'static str {
+        match self {
+            Self::UserPromptSubmit => "user-prompt-submit",
+            Self::PreToolUse => "pre-tool-use",
+            Self::PostToolUse => "post-tool-use",
+            Self::SessionStart => "session-start",
+            Self::Stop => "stop",
+        }
+    }
+
     fn from_hook_name(name: &str) -> Option<Self> {
         [
             Self::UserPromptSubmit,
@@ -105,7 +124,7 @@ pub enum Verdict {
 }
 
 /// What the hook command prints and exits with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
 pub struct Answer {
     pub exit_code: u8,
     pub stdout: String,

@@ -1,0 +1,217 @@
+//! The local log of guardrail decisions (table `policy_decisions`), and what of it the org
+//! has (`kv.decisions_reported`, the last id acknowledged).
+
+use crate::Error;
+use crate::policy::Decision;
+use crate::state::{State, now_ms};
+use libsql::Value;
+
+/// The most characters of a reason kept.
+pub const MAX_REASON: usize = 2000;
+/// Reported decisions kept locally beyond this many are deleted, oldest first.
+pub const KEEP_REPORTED: i64 = 50_000;
+
+const REPORTED_KEY: &str = "decisions_reported";
+
+/// One logged decision, as reported to the org.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LoggedDecision {
+    /// The local id: the org ignores one it already has.
+    pub seq: i64,
+    pub session_id: Option<String>,
+    pub agent: String,
+    pub event: String,
+    pub policy: String,
+    pub decision: String,
+    pub reason: Option<String>,
+    pub duration_us: i64,
+    pub at: i64,
+}
+
+fn db_err(state: &State, action: &'static str) -> impl FnOnce(libsql::Error) -> Error + use<> {
+    let path = state.path().to_owned();
+    move |source| Error::Db {
+        path,
+        action,
+        source,
+    }
+}
+
+impl State {
+    /// Records every policy's decision on one event.
+    pub async fn record_decisions(
+        &self,
+        session_id: Option<&str>,
+        agent: &str,
+        event: &str,
+        decisions: &[Decision],
+    ) -> Result<(), Error> {
+        let at = now_ms();
+        for d in decisions {
+            self.conn()
+                .execute(
+                    "INSERT INTO policy_decisions (at, session_id, agent, event, policy, decision,
+                         reason, duration_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    libsql::params![
+                        at,
+                        session_id,
+                        agent,
+                        event,
+                        d.policy.as_str(),
+                        d.decision,
+                        d.reason
+                            .as_deref()
+                            .map(|r| r.chars().take(MAX_REASON).collect::<String>()),
+                        i64::try_from(d.duration_us).unwrap_or(i64::MAX)
+                    ],
+                )
+                .await
+                .map_err(db_err(self, "recording a policy decision"))?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` decisions the org does not have yet, oldest first.
+    pub async fn unreported_decisions(&self, limit: u32) -> Result<Vec<LoggedDecision>, Error> {
+        let after = self.reported_decisions().await?;
+        let mut rows = self
+            .conn()
+            .query(
+                "SELECT id, session_id, agent, event, policy, decision, reason, duration_us, at
+                 FROM policy_decisions WHERE id > ?1 ORDER BY id LIMIT ?2",
+                libsql::params![after, limit],
+            )
+            .await
+            .map_err(db_err(self, "reading policy decisions"))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows
+            .next()
+            .await
+            .map_err(db_err(self, "reading policy decisions"))?
+        {
+            let cols: Vec<Value> = (0..9).filter_map(|i| row.get_value(i).ok()).collect();
+            if let Some(d) = to_decision(&cols) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last decision id the org acknowledged.
+    pub async fn reported_decisions(&self) -> Result<i64, Error> {
+        Ok(self
+            .get(REPORTED_KEY)
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// The org has every decision up to `seq`; reported ones past [`KEEP_REPORTED`] go.
+    pub async fn mark_decisions_reported(&self, seq: i64) -> Result<(), Error> {
+        self.set(REPORTED_KEY, &seq.to_string()).await?;
+        self.conn()
+            .execute(
+                "DELETE FROM policy_decisions WHERE id <= ?1 - ?2",
+                libsql::params![seq, KEEP_REPORTED],
+            )
+            .await
+            .map(drop)
+            .map_err(db_err(self, "pruning policy decisions"))
+    }
+}
+
+fn to_decision(cols: &[Value]) -> Option<LoggedDecision> {
+    let text = |v: &Value| match v {
+        Value::Text(s) => Some(s.clone()),
+        _ => None,
+    };
+    let int = |v: &Value| match v {
+        Value::Integer(i) => Some(*i),
+        _ => None,
+    };
+    let [
+        id,
+        session,
+        agent,
+        event,
+        policy,
+        decision,
+        reason,
+        duration,
+        at,
+    ] = cols
+    else {
+        return None;
+    };
+    Some(LoggedDecision {
+        seq: int(id)?,
+        session_id: text(session),
+        // Decisions logged before agents were recorded were all dispatch gates.
+        agent: text(agent).unwrap_or_else(|| "unknown".into()),
+        event: text(event)?,
+        policy: text(policy)?,
+        decision: text(decision)?,
+        reason: text(reason),
+        duration_us: int(duration)?,
+        at: int(at)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn decision(policy: &str, decision: &'static str) -> Decision {
+        Decision {
+            policy: policy.into(),
+            decision,
+            reason: Some("x".repeat(MAX_REASON + 10)),
+            duration_us: 42,
+        }
+    }
+
+    #[tokio::test]
+    async fn decisions_are_logged_then_reported_once() {
+        let state = State::open_in_memory().await.unwrap();
+        state
+            .record_decisions(
+                Some("ses_1"),
+                "claude-code",
+                "pre-tool-use",
+                &[decision("a", "allow"), decision("b", "deny")],
+            )
+            .await
+            .unwrap();
+        state
+            .record_decisions(None, "codex", "stop", &[decision("a", "failed")])
+            .await
+            .unwrap();
+        let all = state.unreported_decisions(10).await.unwrap();
+        assert_eq!(
+            all.iter()
+                .map(|d| (d.policy.as_str(), d.decision.as_str(), d.event.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                ("a", "allow", "pre-tool-use"),
+                ("b", "deny", "pre-tool-use"),
+                ("a", "failed", "stop")
+            ]
+        );
+        assert_eq!(all[0].session_id.as_deref(), Some("ses_1"));
+        assert_eq!(all[2].agent, "codex");
+        assert_eq!(
+            all[1].reason.as_ref().map(|r| r.chars().count()),
+            Some(MAX_REASON)
+        );
+
+        let first_two = state.unreported_decisions(2).await.unwrap();
+        state
+            .mark_decisions_reported(first_two[1].seq)
+            .await
+            .unwrap();
+        let rest = state.unreported_decisions(10).await.unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].seq, all[2].seq);
+    }
+}
