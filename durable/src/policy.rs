@@ -221,6 +221,34 @@ pub enum HookEvent {
 }
 
 impl HookEvent {
+    pub const ALL: [HookEvent; 5] = [
+        Self::UserPromptSubmit,
+        Self::PreToolUse,
+        Self::PostToolUse,
+        Self::SessionStart,
+        Self::Stop,
+    ];
+
+    /// The agents' own name for the event (Claude Code's and Codex's `hook_event_name`).
+    pub fn hook_name(self) -> &'static str {
+        match self {
+            Self::UserPromptSubmit => "UserPromptSubmit",
+            Self::PreToolUse => "PreToolUse",
+            Self::PostToolUse => "PostToolUse",
+            Self::SessionStart => "SessionStart",
+            Self::Stop => "Stop",
+        }
+    }
+
+    /// Whether denying the event protects anything, so a policy's failure mode may deny it: a
+    /// prompt or a tool call can be stopped; a tool that already ran, a session that started,
+    /// or an agent that wants to stop cannot (denying a stop only makes the agent go on, and a
+    /// policy that keeps failing would keep it going forever).
+    pub fn can_deny(self) -> bool {
+        matches!(self, Self::UserPromptSubmit | Self::PreToolUse)
+    }
+
+    /// The name in the WIT package, the API and the decision log.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::UserPromptSubmit => "user-prompt-submit",

@@ -190,7 +190,7 @@ impl Guardrails {
         }
         match self
             .state
-            .record_decisions(session_id, agent, kind.wit_name(), &c.decisions)
+            .record_decisions(session_id, agent, kind.as_str(), &c.decisions)
             .await
         {
             Ok(()) => self.report_now.notify_one(),

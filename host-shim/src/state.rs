@@ -204,8 +204,32 @@ impl State {
         &self.conn
     }
 
-    fn err(&self, action: &'static str) -> impl FnOnce(libsql::Error) -> Error + use<> {
+    /// Turns a libsql error into ours, naming the database and what we were doing.
+    pub(crate) fn err(&self, action: &'static str) -> impl FnOnce(libsql::Error) -> Error + use<> {
         db_err(&self.path, action)
+    }
+
+    /// Every row `sql` answers, as its columns' values (the table modules map them).
+    pub(crate) async fn rows(
+        &self,
+        sql: &str,
+        params: impl libsql::params::IntoParams,
+        action: &'static str,
+    ) -> Result<Vec<Vec<Value>>, Error> {
+        let mut rows = self
+            .conn
+            .query(sql, params)
+            .await
+            .map_err(self.err(action))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await.map_err(self.err(action))? {
+            let cols = (0..row.column_count())
+                .map(|i| row.get_value(i))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(self.err(action))?;
+            out.push(cols);
+        }
+        Ok(out)
     }
 
     /// Applies the migrations this database lacks. Returns how many it applied.
@@ -501,6 +525,22 @@ async fn set(conn: &Connection, key: &str, value: &str) -> libsql::Result<()> {
     )
     .await
     .map(drop)
+}
+
+/// A column's value, if it is text.
+pub(crate) fn col_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Text(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// A column's value, if it is an integer.
+pub(crate) fn col_int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Integer(i) => Some(*i),
+        _ => None,
+    }
 }
 
 /// The first column of the first row, if it is text.

@@ -867,15 +867,6 @@ pub struct WorktreeRecord {
     pub created_at: i64,
 }
 
-fn db_err(state: &State, action: &'static str) -> impl FnOnce(libsql::Error) -> crate::Error {
-    let path = state.path().to_owned();
-    move |source| crate::Error::Db {
-        path,
-        action,
-        source,
-    }
-}
-
 /// The text a path is stored as: only UTF-8 paths can be recorded.
 fn path_text<'a>(path: &'a Path, action: &'static str) -> Result<&'a str, crate::Error> {
     path.to_str().ok_or_else(|| crate::Error::Io {
@@ -932,7 +923,7 @@ impl State {
                 ),
             )
             .await
-            .map_err(db_err(self, action))?;
+            .map_err(self.err(action))?;
         Ok(())
     }
 
@@ -946,10 +937,10 @@ impl State {
                 (),
             )
             .await
-            .map_err(db_err(self, action))?;
+            .map_err(self.err(action))?;
         let mut out = Vec::new();
-        while let Some(row) = rows.next().await.map_err(db_err(self, action))? {
-            out.push(record_from_row(&row).map_err(db_err(self, action))?);
+        while let Some(row) = rows.next().await.map_err(self.err(action))? {
+            out.push(record_from_row(&row).map_err(self.err(action))?);
         }
         Ok(out)
     }
@@ -970,9 +961,9 @@ impl State {
                 [text],
             )
             .await
-            .map_err(db_err(self, action))?;
-        match rows.next().await.map_err(db_err(self, action))? {
-            Some(row) => Ok(Some(record_from_row(&row).map_err(db_err(self, action))?)),
+            .map_err(self.err(action))?;
+        match rows.next().await.map_err(self.err(action))? {
+            Some(row) => Ok(Some(record_from_row(&row).map_err(self.err(action))?)),
             None => Ok(None),
         }
     }
@@ -986,7 +977,7 @@ impl State {
             .conn()
             .execute("DELETE FROM worktrees WHERE path = ?1", [text])
             .await
-            .map_err(db_err(self, "forgetting a worktree"))?;
+            .map_err(self.err("forgetting a worktree"))?;
         Ok(n > 0)
     }
 }

@@ -88,25 +88,13 @@ fn main() {
     }
     let mut sh = Vec::with_capacity(shell);
     for n in 0..shell {
-        let t = Instant::now();
-        let mut child = Command::new("/bin/sh")
-            .args([
-                "-c",
-                "grep -qE 'AKIA[0-9A-Z]{16}' && { echo 'a cloud key' >&2; exit 2; } || exit 0",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(&inputs[n % 2])
-            .unwrap();
-        let code = child.wait().unwrap().code();
-        sh.push(t.elapsed());
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args([
+            "-c",
+            "grep -qE 'AKIA[0-9A-Z]{16}' && { echo 'a cloud key' >&2; exit 2; } || exit 0",
+        ]);
+        let (took, code) = run_hook(cmd, &inputs[n % 2]);
+        sh.push(took);
         assert_eq!(code, Some(if n % 2 == 1 { 2 } else { 0 }));
     }
     let (up, down) = hook_process(&inputs, env_or("BENCH_HOOK", 300));
@@ -125,6 +113,21 @@ fn main() {
         up / shell,
         down / shell
     );
+}
+
+/// Runs a hook command as agents do (the event on stdin, output ignored): its time and exit
+/// code.
+fn run_hook(mut cmd: Command, input: &[u8]) -> (Duration, Option<i32>) {
+    let t = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let code = child.wait().unwrap().code();
+    (t.elapsed(), code)
 }
 
 /// Every session is Tether's, and no prompt was judged before.
@@ -166,30 +169,17 @@ fn hook_process(inputs: &[Vec<u8>], n: usize) -> (Vec<Duration>, Vec<Duration>) 
             Ok::<_, ()>(tokio::spawn(serving))
         })
         .unwrap();
-    let run = |n: usize, denied_exit: i32| {
+    let run = |n: usize, clean_prompt_exit: i32| {
         (0..n)
             .map(|i| {
-                let t = Instant::now();
-                let mut child = Command::new(&bin)
-                    .args(["hook", "--agent", "claude-code"])
+                let mut cmd = Command::new(&bin);
+                cmd.args(["hook", "--agent", "claude-code"])
                     .env("TETHER_CONFIG_DIR", &paths.config_dir)
                     .env("TETHER_STATE_DIR", &paths.state_dir)
-                    .env("TETHER_SESSION_ID", "ses_bench")
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap();
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(&inputs[i % 2])
-                    .unwrap();
-                let code = child.wait().unwrap().code();
-                let took = t.elapsed();
+                    .env("TETHER_SESSION_ID", "ses_bench");
+                let (took, code) = run_hook(cmd, &inputs[i % 2]);
                 // Up: the key is denied, the rest allowed. Down: all denied (fail closed).
-                let expect = if i % 2 == 1 { 2 } else { denied_exit };
+                let expect = if i % 2 == 1 { 2 } else { clean_prompt_exit };
                 assert_eq!(code, Some(expect), "event {i}");
                 took
             })

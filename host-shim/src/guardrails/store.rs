@@ -3,7 +3,7 @@
 
 use crate::Error;
 use crate::policy::Decision;
-use crate::state::{State, now_ms};
+use crate::state::{State, col_int as int, col_text as text, now_ms};
 use libsql::Value;
 
 /// The most characters of a reason kept.
@@ -26,15 +26,6 @@ pub struct LoggedDecision {
     pub reason: Option<String>,
     pub duration_us: i64,
     pub at: i64,
-}
-
-fn db_err(state: &State, action: &'static str) -> impl FnOnce(libsql::Error) -> Error + use<> {
-    let path = state.path().to_owned();
-    move |source| Error::Db {
-        path,
-        action,
-        source,
-    }
 }
 
 impl State {
@@ -66,7 +57,7 @@ impl State {
                     ],
                 )
                 .await
-                .map_err(db_err(self, "recording a policy decision"))?;
+                .map_err(self.err("recording a policy decision"))?;
         }
         Ok(())
     }
@@ -74,27 +65,15 @@ impl State {
     /// Up to `limit` decisions the org does not have yet, oldest first.
     pub async fn unreported_decisions(&self, limit: u32) -> Result<Vec<LoggedDecision>, Error> {
         let after = self.reported_decisions().await?;
-        let mut rows = self
-            .conn()
-            .query(
+        let rows = self
+            .rows(
                 "SELECT id, session_id, agent, event, policy, decision, reason, duration_us, at
                  FROM policy_decisions WHERE id > ?1 ORDER BY id LIMIT ?2",
                 libsql::params![after, limit],
+                "reading policy decisions",
             )
-            .await
-            .map_err(db_err(self, "reading policy decisions"))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows
-            .next()
-            .await
-            .map_err(db_err(self, "reading policy decisions"))?
-        {
-            let cols: Vec<Value> = (0..9).filter_map(|i| row.get_value(i).ok()).collect();
-            if let Some(d) = to_decision(&cols) {
-                out.push(d);
-            }
-        }
-        Ok(out)
+            .await?;
+        Ok(rows.iter().filter_map(|cols| to_decision(cols)).collect())
     }
 
     /// The last decision id the org acknowledged.
@@ -116,19 +95,11 @@ impl State {
             )
             .await
             .map(drop)
-            .map_err(db_err(self, "pruning policy decisions"))
+            .map_err(self.err("pruning policy decisions"))
     }
 }
 
 fn to_decision(cols: &[Value]) -> Option<LoggedDecision> {
-    let text = |v: &Value| match v {
-        Value::Text(s) => Some(s.clone()),
-        _ => None,
-    };
-    let int = |v: &Value| match v {
-        Value::Integer(i) => Some(*i),
-        _ => None,
-    };
     let [
         id,
         session,

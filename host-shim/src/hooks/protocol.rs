@@ -16,59 +16,9 @@ use super::Agent;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// The events Tether's policies see (the WIT package's `event-kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    UserPromptSubmit,
-    PreToolUse,
-    PostToolUse,
-    SessionStart,
-    Stop,
-}
-
-impl EventKind {
-    /// The agents' own name for the event (`hook_event_name`).
-    pub fn hook_name(self) -> &'static str {
-        match self {
-            Self::UserPromptSubmit => "UserPromptSubmit",
-            Self::PreToolUse => "PreToolUse",
-            Self::PostToolUse => "PostToolUse",
-            Self::SessionStart => "SessionStart",
-            Self::Stop => "Stop",
-        }
-    }
-
-    /// Whether denying the event protects anything, so a failure mode may deny it: a prompt or
-    /// a tool call can be stopped; a tool that already ran, a session that started, or an
-    /// agent that wants to stop cannot (denying a stop only makes the agent go on, and a
-    /// policy that keeps failing would keep it going forever).
-    pub fn can_deny(self) -> bool {
-        matches!(self, Self::UserPromptSubmit | Self::PreToolUse)
-    }
-
-    /// The name policies and the decision log use (the WIT's `event-kind`).
-    pub fn wit_name(self) -> &'static str {
-        match self {
-            Self::UserPromptSubmit => "user-prompt-submit",
-            Self::PreToolUse => "pre-tool-use",
-            Self::PostToolUse => "post-tool-use",
-            Self::SessionStart => "session-start",
-            Self::Stop => "stop",
-        }
-    }
-
-    fn from_hook_name(name: &str) -> Option<Self> {
-        [
-            Self::UserPromptSubmit,
-            Self::PreToolUse,
-            Self::PostToolUse,
-            Self::SessionStart,
-            Self::Stop,
-        ]
-        .into_iter()
-        .find(|k| k.hook_name() == name)
-    }
-}
+/// The events Tether's policies see (the WIT package's `event-kind`; `as_str` is its name
+/// there and in the decision log, `hook_name` the agents').
+pub use tether_durable::policy::HookEvent as EventKind;
 
 /// What the event carries.
 #[derive(Debug, Clone, PartialEq)]
@@ -164,7 +114,7 @@ pub fn parse(agent: Agent, input: &[u8]) -> Result<Option<HookEvent>, ProtocolEr
     let name = raw
         .hook_event_name
         .ok_or(ProtocolError::Missing("hook_event_name"))?;
-    let Some(kind) = EventKind::from_hook_name(&name) else {
+    let Some(kind) = EventKind::ALL.into_iter().find(|k| k.hook_name() == name) else {
         return Ok(None);
     };
     let tool = |name: Option<String>| name.ok_or(ProtocolError::Missing("tool_name"));

@@ -1,7 +1,7 @@
 //! The local records of sessions and project links (tables `sessions` and `links`).
 
 use crate::Error;
-use crate::state::State;
+use crate::state::{State, col_int as int, col_text as text};
 use libsql::Value;
 use tether_durable::session::SessionStatus;
 
@@ -43,20 +43,6 @@ pub struct Link {
 const COLUMNS: &str = "id, project_id, agent, stream_path, branch, worktree, status, reason, \
      exit_code, created_at, started_at, ended_at, shipped, producer_epoch, producer_seq, \
      inflight_end, stream_closed, version, reported";
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::Text(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-fn int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Integer(i) => Some(*i),
-        _ => None,
-    }
-}
 
 fn row_to_session(cols: &[Value]) -> Option<LocalSession> {
     let [
@@ -106,15 +92,6 @@ fn row_to_session(cols: &[Value]) -> Option<LocalSession> {
     })
 }
 
-fn db_err(state: &State, action: &'static str) -> impl FnOnce(libsql::Error) -> Error + use<> {
-    let path = state.path().to_owned();
-    move |source| Error::Db {
-        path,
-        action,
-        source,
-    }
-}
-
 /// What a status change records.
 #[derive(Clone, Debug, Default)]
 pub struct StatusChange {
@@ -142,7 +119,7 @@ impl State {
                 (id, project_id, agent, stream_path, crate::state::now_ms()),
             )
             .await
-            .map_err(db_err(self, "recording a session"))?;
+            .map_err(self.err("recording a session"))?;
         Ok(n > 0)
     }
 
@@ -151,26 +128,18 @@ impl State {
         clause: &str,
         params: impl libsql::params::IntoParams,
     ) -> Result<Vec<LocalSession>, Error> {
-        let mut rows = self
-            .conn()
-            .query(&format!("SELECT {COLUMNS} FROM sessions {clause}"), params)
-            .await
-            .map_err(db_err(self, "reading sessions"))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows
-            .next()
-            .await
-            .map_err(db_err(self, "reading sessions"))?
-        {
-            let cols = (0..19)
-                .map(|i| row.get_value(i))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db_err(self, "reading sessions"))?;
-            out.push(row_to_session(&cols).ok_or_else(|| {
-                db_err(self, "reading sessions")(libsql::Error::InvalidColumnType)
-            })?);
-        }
-        Ok(out)
+        let action = "reading sessions";
+        self.rows(
+            &format!("SELECT {COLUMNS} FROM sessions {clause}"),
+            params,
+            action,
+        )
+        .await?
+        .iter()
+        .map(|cols| {
+            row_to_session(cols).ok_or_else(|| self.err(action)(libsql::Error::InvalidColumnType))
+        })
+        .collect()
     }
 
     pub async fn session(&self, id: &str) -> Result<Option<LocalSession>, Error> {
@@ -234,7 +203,7 @@ impl State {
                 ],
             )
             .await
-            .map_err(db_err(self, "updating a session"))?;
+            .map_err(self.err("updating a session"))?;
         Ok(true)
     }
 
@@ -247,7 +216,7 @@ impl State {
             )
             .await
             .map(drop)
-            .map_err(db_err(self, "recording a report"))
+            .map_err(self.err("recording a report"))
     }
 
     /// Saves the shipping state: `shipped` bytes acknowledged, the producer's next `seq` and
@@ -268,7 +237,7 @@ impl State {
             )
             .await
             .map(drop)
-            .map_err(db_err(self, "saving the shipping state"))
+            .map_err(self.err("saving the shipping state"))
     }
 
     pub async fn mark_stream_closed(&self, id: &str) -> Result<(), Error> {
@@ -279,7 +248,7 @@ impl State {
             )
             .await
             .map(drop)
-            .map_err(db_err(self, "closing a session's stream"))
+            .map_err(self.err("closing a session's stream"))
     }
 
     pub async fn save_link(&self, link: &Link) -> Result<(), Error> {
@@ -290,7 +259,7 @@ impl State {
             (link.path.as_str(), link.project_id.as_str()),
         )
         .await
-        .map_err(db_err(self, "saving a link"))?;
+        .map_err(self.err("saving a link"))?;
         conn.execute(
             "INSERT INTO links (project_id, project_name, path, linked_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (project_id) DO UPDATE SET project_name = excluded.project_name,
@@ -304,7 +273,7 @@ impl State {
         )
         .await
         .map(drop)
-        .map_err(db_err(self, "saving a link"))
+        .map_err(self.err("saving a link"))
     }
 
     pub async fn delete_link(&self, project_id: &str) -> Result<bool, Error> {
@@ -312,38 +281,30 @@ impl State {
             .conn()
             .execute("DELETE FROM links WHERE project_id = ?1", [project_id])
             .await
-            .map_err(db_err(self, "deleting a link"))?;
+            .map_err(self.err("deleting a link"))?;
         Ok(n > 0)
     }
 
     pub async fn links(&self) -> Result<Vec<Link>, Error> {
-        let mut rows = self
-            .conn()
-            .query(
+        let rows = self
+            .rows(
                 "SELECT project_id, project_name, path, linked_at FROM links ORDER BY project_name",
                 (),
+                "reading links",
             )
-            .await
-            .map_err(db_err(self, "reading links"))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().await.map_err(db_err(self, "reading links"))? {
-            let cols = (0..4)
-                .map(|i| row.get_value(i))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db_err(self, "reading links"))?;
-            if let [p, n, path, at] = cols.as_slice()
-                && let (Some(project_id), Some(project_name), Some(path), Some(linked_at)) =
-                    (text(p), text(n), text(path), int(at))
-            {
-                out.push(Link {
-                    project_id,
-                    project_name,
-                    path,
-                    linked_at,
-                });
-            }
-        }
-        Ok(out)
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|cols| match cols.as_slice() {
+                [p, n, path, at] => Some(Link {
+                    project_id: text(p)?,
+                    project_name: text(n)?,
+                    path: text(path)?,
+                    linked_at: int(at)?,
+                }),
+                _ => None,
+            })
+            .collect())
     }
 
     pub async fn link(&self, project_id: &str) -> Result<Option<Link>, Error> {
