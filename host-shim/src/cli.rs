@@ -196,8 +196,8 @@ pub enum ProjectsCommand {
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
-    /// Add a policy component (checked by loading it; pinned by its SHA-256). Policies run in
-    /// the order added.
+    /// Add a policy component (checked by loading it; pinned by its SHA-256). The machine's
+    /// policies run in the order added, after the org's. A running daemon applies it at once.
     Add {
         plugin: std::path::PathBuf,
         /// Its configuration, a JSON object.
@@ -207,7 +207,8 @@ pub enum PolicyCommand {
         #[arg(long, default_value = "deny")]
         failure: String,
     },
-    /// The policies, in order.
+    /// The policies, in order: the org's (as last synced), then the machine's, and what the
+    /// running daemon enforces.
     List {
         #[arg(long)]
         json: bool,

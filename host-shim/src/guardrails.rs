@@ -84,8 +84,8 @@ impl Guardrails {
         Ok(sources)
     }
 
-    /// Rebuilds the set when its sources changed (a file's content is checked at load by its
-    /// pinned SHA-256). Answers the names in force.
+    /// Rebuilds the set when its sources changed, or some could not be loaded last time (a
+    /// file's content is checked at load by its pinned SHA-256). Answers the names in force.
     pub async fn reload(&self) -> Result<Vec<String>, crate::Error> {
         let _one = self.reloading.lock().await;
         let sources = Self::sources(&self.paths)?;
@@ -93,7 +93,7 @@ impl Guardrails {
             .loaded_from
             .lock()
             .is_ok_and(|l| l.as_ref() == Some(&sources));
-        if unchanged {
+        if unchanged && self.current().is_complete() {
             return Ok(self.current().names());
         }
         let cache = self.cache_dir();
@@ -219,4 +219,55 @@ async fn run_blocking(
                 decisions: Vec::new(),
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::hooks::protocol::Verdict;
+
+    fn dist(name: &str) -> Vec<u8> {
+        std::fs::read(
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../wasm-plugins/dist")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_org_policy_whose_binary_changed_on_disk_is_refused_and_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path().join("config"), dir.path().join("state"));
+        let org_dir = Guardrails::org_dir(&paths);
+        std::fs::create_dir_all(&org_dir).unwrap();
+        let good = dist("allow-list.wasm");
+        let sha = org::sha256_hex(&good);
+        let manifest = serde_json::json!([{
+            "name": "allow-list", "sha256": sha, "size": good.len(), "config": {},
+            "failure": "deny", "position": 0, "created_by": "mem_1",
+            "created_at": "2026-11-22T00:00:00Z", "updated_at": "2026-11-22T00:00:00Z"
+        }]);
+        std::fs::write(org_dir.join(org::MANIFEST), manifest.to_string()).unwrap();
+        let file = org_dir.join(format!("{sha}.wasm"));
+        // Another component under the pinned name: refused, and the org's fail-closed policy
+        // then denies what it could deny.
+        std::fs::write(&file, dist("secret-guard.wasm")).unwrap();
+        let state = Arc::new(State::open_in_memory().await.unwrap());
+        let guardrails = Guardrails::load(paths, state, Limits::default())
+            .await
+            .unwrap();
+        assert!(guardrails.current().names().is_empty());
+        let c = guardrails
+            .gate_prompt("ses_1", "/w", "claude", "hello")
+            .await;
+        assert!(
+            matches!(&c.verdict, Verdict::Deny(why) if why.contains("org:allow-list") && why.contains("SHA-256")),
+            "{c:?}"
+        );
+        // The right binary back (as the next sync puts it): loaded on the next reload.
+        std::fs::write(&file, &good).unwrap();
+        assert_eq!(guardrails.reload().await.unwrap(), ["allow-list"]);
+    }
 }

@@ -634,6 +634,8 @@ pub struct Policies {
     /// A fail-closed policy that could not be loaded: every event it could deny is denied
     /// with this.
     broken: Option<String>,
+    /// Every source loaded.
+    complete: bool,
 }
 
 impl Policies {
@@ -643,6 +645,7 @@ impl Policies {
             host: None,
             loaded: Vec::new(),
             broken: None,
+            complete: true,
         }
     }
 
@@ -683,9 +686,15 @@ impl Policies {
         }
         Ok(Self {
             host: Some(host),
+            complete: loaded.len() == sources.len(),
             loaded,
             broken,
         })
+    }
+
+    /// Whether every policy it was loaded from could be loaded.
+    pub fn is_complete(&self) -> bool {
+        self.complete
     }
 
     pub fn is_empty(&self) -> bool {

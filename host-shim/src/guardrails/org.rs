@@ -85,7 +85,8 @@ pub async fn sync(http: &reqwest::Client, auth: &HostAuth, dir: &Path) -> Result
     }
     for p in &list {
         let file = dir.join(format!("{}.wasm", p.sha256));
-        if file.exists() {
+        // A cached binary is checked again: one changed on disk is fetched anew.
+        if std::fs::read(&file).is_ok_and(|b| sha256_hex(&b) == p.sha256) {
             continue;
         }
         let path = format!("/v1/policies/{}/wasm?sha256={}", p.name, p.sha256);
