@@ -299,6 +299,11 @@ async fn every_command_has_help() {
         &["policy", "list"],
         &["policy", "remove"],
         &["policy", "test"],
+        &["hook"],
+        &["hooks"],
+        &["hooks", "install"],
+        &["hooks", "uninstall"],
+        &["hooks", "status"],
     ];
     for cmd in commands {
         let mut args = cmd.to_vec();
