@@ -11,6 +11,7 @@ pub const STATUS: &str = "sts";
 pub const TASK: &str = "tsk";
 pub const HOST: &str = "hst";
 pub const SESSION: &str = "ses";
+pub const WEBHOOK: &str = "whk";
 
 /// A fresh id such as `tsk_0190c6...`.
 pub fn new(prefix: &str) -> String {

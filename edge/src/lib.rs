@@ -73,6 +73,13 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         }
         (Err(e), _) | (_, Err(e)) => worker::console_error!("scheduled: purging hosts failed: {e}"),
     }
+    let deliveries_cutoff = now - tether_functions::directory::webhooks::DELIVERY_RETENTION_MS;
+    match tether_functions::directory::webhooks::purge_deliveries(edge.db(), deliveries_cutoff)
+        .await
+    {
+        Ok(n) => worker::console_log!("scheduled: purged {n} webhook delivery ids"),
+        Err(e) => worker::console_error!("scheduled: purging webhook deliveries failed: {e}"),
+    }
 }
 
 /// `GET /v1/hosts/{id}/tunnel` (WebSocket): a daemon with a host token for that host opens

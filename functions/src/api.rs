@@ -11,6 +11,7 @@ mod pairing;
 mod policies;
 mod policy_decisions;
 mod sessions;
+mod webhooks;
 
 use crate::auth::{self, Bearer, Credential, Principal};
 use crate::backend::{Backend, OrgStore, RateLimiter};
@@ -91,6 +92,15 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
             return if m == Method::POST {
                 limit_anonymous(app, req).await?;
                 hosts::nonce(app, id).await
+            } else {
+                method_not_allowed("POST")
+            };
+        }
+        // Providers' deliveries: authenticated by their signature, charged to their address.
+        ["webhooks", provider, id] => {
+            return if m == Method::POST {
+                limit_anonymous(app, req).await?;
+                webhooks::deliver(app, req, provider, id).await
             } else {
                 method_not_allowed("POST")
             };
@@ -223,11 +233,18 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
         (["v1", "policies", name], Method::DELETE) => policies::delete(app, p, name).await,
         (["v1", "policy-decisions"], Method::GET) => policy_decisions::list(app, p, req).await,
 
+        (["v1", "webhooks"], Method::GET) => webhooks::list(app, p).await,
+        (["v1", "webhooks"], Method::POST) => webhooks::create(app, p, req).await,
+        (["v1", "webhooks", id], Method::GET) => webhooks::get(app, p, id).await,
+        (["v1", "webhooks", id], Method::PATCH) => webhooks::update(app, p, id, req).await,
+        (["v1", "webhooks", id], Method::DELETE) => webhooks::delete(app, p, id).await,
+        (["v1", "webhooks", id, "rotate"], Method::POST) => webhooks::rotate(app, p, id, req).await,
+
         (
             [
                 "v1",
                 "me" | "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks"
-                | "hosts" | "sessions" | "policies" | "policy-decisions",
+                | "hosts" | "sessions" | "policies" | "policy-decisions" | "webhooks",
             ],
             _,
         )
@@ -235,7 +252,7 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
             [
                 "v1",
                 "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks" | "hosts"
-                | "sessions" | "policies",
+                | "sessions" | "policies" | "webhooks",
                 _,
             ],
             _,
@@ -249,7 +266,8 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
                 "info" | "commands" | "speedtest" | "links" | "worktrees",
             ]
             | ["v1", "sessions", _, "input" | "resize" | "stop"]
-            | ["v1", "policies", _, "wasm"],
+            | ["v1", "policies", _, "wasm"]
+            | ["v1", "webhooks", _, "rotate"],
             _,
         ) => method_not_allowed("a method this resource supports (see /v1/openapi.json)"),
         _ => Err(ApiError::new(
@@ -374,7 +392,7 @@ fn own_org(p: &Principal, id: &str) -> Result<(), ApiError> {
 mod doc {
     use super::{
         auth_routes, hosts, keys, members, org_data, orgs, pairing, policies, policy_decisions,
-        sessions,
+        sessions, webhooks,
     };
     use crate::public;
     use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
@@ -452,6 +470,8 @@ mod doc {
             sessions::link, sessions::unlink, sessions::links, sessions::report, sessions::worktrees,
             policies::list, policies::get, policies::wasm, policies::put, policies::update, policies::delete,
             policy_decisions::report, policy_decisions::list,
+            webhooks::list, webhooks::get, webhooks::create, webhooks::update, webhooks::delete,
+            webhooks::rotate, webhooks::deliver,
         ),
         modifiers(&Security),
     )]

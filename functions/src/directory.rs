@@ -3,6 +3,7 @@
 //! another org's rows cannot come back.
 
 pub mod hosts;
+pub mod webhooks;
 
 use crate::auth::{self, Role};
 use crate::backend::Db;

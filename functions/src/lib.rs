@@ -6,6 +6,8 @@
 //! - [`public::handle`] serves the credential-free routes; the Spin component uses only this.
 //! - [`directory`] is the D1 SQL (users, orgs, members, API keys; hosts, pairing and connect
 //!   nonces); org data is handled by `tether_durable::org` inside each org's Durable Object.
+//! - [`webhooks`] checks GitHub, Slack and Linear deliveries (signatures, events); the routes
+//!   and their D1 rows are in `api` and [`directory`].
 //! - [`http`] and [`error`] hold the body/query decoding and the one JSON error shape.
 
 pub mod api;
@@ -16,6 +18,7 @@ pub mod error;
 pub mod http;
 pub mod public;
 pub mod streams;
+pub mod webhooks;
 
 /// The D1 migrations, in order, for backends that apply them themselves (tests).
 pub const MIGRATIONS: &[(&str, &str)] = &[
@@ -26,5 +29,9 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0002_hosts.sql",
         include_str!("../migrations/0002_hosts.sql"),
+    ),
+    (
+        "0003_webhooks.sql",
+        include_str!("../migrations/0003_webhooks.sql"),
     ),
 ];

@@ -38,7 +38,7 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8], existing: Existing) -> Re
 fn temp_name(dir: &Path, path: &Path) -> Result<PathBuf, Error> {
     let mut nonce = [0u8; 6];
     getrandom::fill(&mut nonce).map_err(Error::Random)?;
-    let suffix: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let suffix = hex::encode(nonce);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -129,11 +129,7 @@ impl Identity {
 
 /// The fingerprint of a raw public key (see [`Identity::fingerprint`]).
 pub fn fingerprint(public_key: &[u8; 32]) -> String {
-    Sha256::digest(public_key)
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(public_key).get(..8).unwrap_or_default())
 }
 
 /// The message a host signs to prove its identity when it connects:

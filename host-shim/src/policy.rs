@@ -315,10 +315,7 @@ impl PolicyHost {
         failure: FailureMode,
         pinned: Option<&str>,
     ) -> Result<LoadedPolicy, LoadError> {
-        let sha256: String = Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = hex::encode(Sha256::digest(bytes));
         if let Some(expected) = pinned
             && !expected.eq_ignore_ascii_case(&sha256)
         {
@@ -861,10 +858,7 @@ mod tests {
     fn a_pinned_hash_must_match_and_wasi_is_refused() {
         let host = host();
         let bytes = component("allow-list.wasm");
-        let good: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let good = hex::encode(Sha256::digest(&bytes));
         assert!(
             host.load(&bytes, "{}", FailureMode::Deny, Some(&good))
                 .is_ok()

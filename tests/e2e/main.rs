@@ -21,6 +21,7 @@ mod spin;
 mod stream_client;
 mod streams;
 mod streams_js;
+mod webhooks;
 
 use tether_tests::{Worker, new_org};
 use tokio::sync::OnceCell;

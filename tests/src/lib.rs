@@ -37,7 +37,7 @@ pub fn root() -> PathBuf {
 pub fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the OS has randomness");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// A Node harness script (tests/harness/*.mjs) that prints `TETHER_READY {"url": ...}` when

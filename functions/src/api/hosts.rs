@@ -56,7 +56,7 @@ pub async fn get(app: &impl Backend, p: &Principal, id: &str) -> Result<Response
               (status = 504, body = ErrorBody, description = "the host did not answer in time")),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn info(app: &impl Backend, p: &Principal, id: &str) -> Result<Response, ApiError> {
-    let host = live_host(app, p, id).await?;
+    let host = live_host(app, &p.org_id, id).await?;
     let body = app
         .tunnels()
         .rpc(
@@ -98,7 +98,7 @@ pub async fn command(
     let input: NewCommand = h::body(req)?;
     let kind =
         tether_durable::validate::line("kind", &input.kind, tether_durable::tunnel::MAX_NAME)?;
-    let host = live_host(app, p, id).await?;
+    let host = live_host(app, &p.org_id, id).await?;
     let command_id = tether_durable::ids::new("cmd");
     let body = app
         .tunnels()
@@ -136,7 +136,7 @@ pub async fn speedtest(
             format!("1 to {}", tether_durable::host::SPEEDTEST_MAX_BYTES),
         ));
     }
-    let host = live_host(app, p, id).await?;
+    let host = live_host(app, &p.org_id, id).await?;
     let body = app
         .tunnels()
         .speedtest(&host_ref(&host), input.bytes)
@@ -147,10 +147,10 @@ pub async fn speedtest(
 /// A host of the caller's org that is not revoked.
 pub(super) async fn live_host(
     app: &impl Backend,
-    p: &Principal,
+    org_id: &str,
     id: &str,
 ) -> Result<Host, ApiError> {
-    let host = hosts::host(app.db(), &p.org_id, id).await?;
+    let host = hosts::host(app.db(), org_id, id).await?;
     if host.revoked_at.is_some() {
         return Err(ApiError::new(
             StatusCode::GONE,

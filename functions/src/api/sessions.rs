@@ -92,7 +92,7 @@ pub struct LinkRequest {
     pub create: bool,
 }
 
-fn agent_name(agent: &str) -> Result<String, ApiError> {
+pub(super) fn agent_name(agent: &str) -> Result<String, ApiError> {
     let ok = (1..=64).contains(&agent.len())
         && agent
             .bytes()
@@ -135,7 +135,17 @@ async fn call<T: serde::de::DeserializeOwned>(
     p: &Principal,
     op: OrgOp,
 ) -> Result<T, ApiError> {
-    let body = org_call(app, p, op).await?;
+    call_as(app, &p.org_id, &p.member_id, op).await
+}
+
+/// An org call on behalf of `actor` (a member, or a webhook), decoded.
+async fn call_as<T: serde::de::DeserializeOwned>(
+    app: &impl Backend,
+    org_id: &str,
+    actor: &str,
+    op: OrgOp,
+) -> Result<T, ApiError> {
+    let body = super::org_call_as(app, org_id, actor, op).await?;
     serde_json::from_slice(&body).map_err(|e| ApiError::internal(&e))
 }
 
@@ -143,14 +153,14 @@ async fn call<T: serde::de::DeserializeOwned>(
 /// the first online one that has it.
 async fn choose_host(
     app: &impl Backend,
-    p: &Principal,
+    org_id: &str,
     links: &[ProjectLink],
     asked: Option<&str>,
 ) -> Result<String, ApiError> {
     let project = links.first().map_or("", |l| l.project_name.as_str());
     match asked {
         Some(id) if id != "any" => {
-            let host = super::hosts::live_host(app, p, id).await?;
+            let host = super::hosts::live_host(app, org_id, id).await?;
             if !links.iter().any(|l| l.host_id == host.id) {
                 return Err(ApiError::conflict(
                     "project_not_linked",
@@ -165,7 +175,7 @@ async fn choose_host(
         _ => {
             // One directory read for the org's hosts, then the tunnels of the linked ones in
             // link order until one is online.
-            let registered = hosts::hosts(app.db(), &p.org_id).await?;
+            let registered = hosts::hosts(app.db(), org_id).await?;
             let mut offline = Vec::new();
             for link in links {
                 let Some(host) = registered
@@ -209,6 +219,18 @@ pub async fn create(
     req: &Request,
 ) -> Result<Response, ApiError> {
     let input: StartRequest = h::body(req)?;
+    let s = start(app, &p.org_id, &p.member_id, input).await?;
+    Ok(h::json(StatusCode::CREATED, &s))
+}
+
+/// Starts a session for `actor` (a member, or a webhook for the task it just created): the
+/// whole of `POST /v1/sessions` but the request and the answer.
+pub(super) async fn start(
+    app: &impl Backend,
+    org_id: &str,
+    actor: &str,
+    input: StartRequest,
+) -> Result<Session, ApiError> {
     let agent = agent_name(&input.agent)?;
     let size = Size {
         cols: input.cols.unwrap_or(120),
@@ -253,9 +275,10 @@ pub async fn create(
         ));
     }
     let project = validate::line("project", &input.project, validate::NAME_MAX)?;
-    let links: Vec<ProjectLink> = call(
+    let links: Vec<ProjectLink> = call_as(
         app,
-        p,
+        org_id,
+        actor,
         OrgOp::ListLinks {
             project: Some(project),
             host_id: None,
@@ -270,9 +293,10 @@ pub async fn create(
     };
     let task: Option<Task> = match &input.task {
         Some(key) => Some(
-            call(
+            call_as(
                 app,
-                p,
+                org_id,
+                actor,
                 OrgOp::GetTask {
                     key: key.to_owned(),
                 },
@@ -292,10 +316,11 @@ pub async fn create(
         }
         (None, extra) => extra.filter(|e| !e.is_empty()),
     };
-    let host_id = choose_host(app, p, &links, input.host.as_deref()).await?;
-    let s: Session = call(
+    let host_id = choose_host(app, org_id, &links, input.host.as_deref()).await?;
+    let s: Session = call_as(
         app,
-        p,
+        org_id,
+        actor,
         OrgOp::CreateSession(NewSession {
             project_id: project_id.clone(),
             host_id: host_id.clone(),
@@ -311,7 +336,7 @@ pub async fn create(
     .await?;
     let host = HostRef {
         host_id: &host_id,
-        org_id: &p.org_id,
+        org_id,
     };
     let start = StartSession {
         session_id: s.id.clone(),
@@ -332,7 +357,7 @@ pub async fn create(
     };
     let queued = async {
         app.stream_store()
-            .create(&p.org_id, &s.stream_path, session::TERMINAL_CONTENT_TYPE)
+            .create(org_id, &s.stream_path, session::TERMINAL_CONTENT_TYPE)
             .await?;
         let body = serde_json::to_value(&start).map_err(|e| ApiError::internal(&e))?;
         app.tunnels()
@@ -343,25 +368,28 @@ pub async fn create(
         // Recorded, but it can never start: say so in the record too.
         let _ = fail(
             app,
-            p,
+            org_id,
+            actor,
             &s.id,
             &format!("could not queue the start: {}", e.body.error.message),
         )
         .await;
         return Err(e);
     }
-    Ok(h::json(StatusCode::CREATED, &s))
+    Ok(s)
 }
 
 async fn fail(
     app: &impl Backend,
-    p: &Principal,
+    org_id: &str,
+    actor: &str,
     id: &str,
     reason: &str,
 ) -> Result<Session, ApiError> {
-    call(
+    call_as(
         app,
-        p,
+        org_id,
+        actor,
         OrgOp::UpdateSession {
             id: id.to_owned(),
             host_id: None,

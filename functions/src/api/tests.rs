@@ -1941,3 +1941,4 @@ fn sessions_start_on_a_linked_host_and_hosts_report_only_their_own() {
 }
 
 mod policies;
+mod webhooks;

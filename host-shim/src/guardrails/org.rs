@@ -62,10 +62,7 @@ pub fn cached_sources(dir: &Path) -> Vec<PolicySource> {
 
 /// The lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Brings the cache in line with the org's list. Answers whether the manifest changed.
