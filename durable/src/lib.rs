@@ -6,6 +6,7 @@
 //!   per stream ([`stream::store::Store`] over [`sql::Sql`]).
 //! - [`policy`]: guardrail policies the org ships to its machines (stored by the Org object)
 //!   and the decisions the machines report back.
+//! - [`mcp`]: the audit trail of the MCP server's tool calls (stored by the Org object).
 //! - [`session`]: agent sessions: the org's record of each, and the messages that start and
 //!   drive them on a host.
 //! - [`tunnel`]: the host tunnel's wire protocol (frames, close codes, flow control, heartbeats),
@@ -20,6 +21,7 @@
 pub mod error;
 pub mod host;
 pub mod ids;
+pub mod mcp;
 pub mod org;
 pub mod policy;
 pub mod session;

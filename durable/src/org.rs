@@ -10,6 +10,7 @@ pub mod model;
 mod schema;
 pub mod store;
 
+use crate::mcp::{ToolCallQuery, ToolCallReport};
 use crate::policy::{DecisionQuery, DecisionReport, NewPolicy, UpdatePolicy};
 use crate::session::{NewSession, SessionQuery, SessionUpdate};
 use model::{
@@ -139,6 +140,10 @@ pub enum OrgOp {
         decisions: Vec<DecisionReport>,
     },
     ListDecisions(DecisionQuery),
+    /// One MCP tool call by the actor, for the audit trail (answers `null`).
+    RecordToolCall(ToolCallReport),
+    /// The audit trail, newest first (answers a [`crate::mcp::ToolCallPage`]).
+    ListToolCalls(ToolCallQuery),
     /// The org was deleted: drop everything and answer 404 from now on (org ids are never
     /// reused, so a token minted before the deletion cannot bring the org back to life).
     Destroy,

@@ -52,6 +52,7 @@ pub fn host_stream_prefix(host_id: &str) -> String {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     /// Recorded; the start command waits for the host.
@@ -179,6 +180,7 @@ pub struct NewSession {
     derive(utoipa::IntoParams),
     into_params(parameter_in = Query)
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SessionQuery {
     pub status: Option<SessionStatus>,

@@ -9,9 +9,9 @@ use tether_durable::objects::{
 };
 use tether_durable::org::OrgCall;
 use tether_durable::sql::{SqlError, SqlValue};
-use tether_durable::stream::object_name;
+use tether_durable::stream::{h as stream_headers, object_name};
 use tether_functions::backend::{
-    Backend, Config, Db, HostRef, OrgStore, RateLimiter, StreamStore, Tunnels,
+    Backend, Config, Db, HostRef, OrgStore, RateLimiter, StreamChunk, StreamStore, Tunnels,
 };
 use tether_functions::error::ApiError;
 use wasm_bindgen::JsValue;
@@ -219,6 +219,39 @@ impl StreamStore for Streams {
         };
         let (stub, req) = created.await.map_err(|e| ApiError::internal(&e))?;
         fetch_object(&stub, req).await.map(drop).map_err(api_error)
+    }
+
+    async fn read(&self, org_id: &str, path: &str, offset: &str) -> Result<StreamChunk, ApiError> {
+        let read = async {
+            let headers = worker::Headers::new();
+            Self::route_headers(&headers, org_id, path, "tether")?;
+            let mut init = RequestInit::new();
+            init.with_method(worker::Method::Get).with_headers(headers);
+            let req = worker::Request::new_with_init(
+                &format!("https://stream.internal/v1/stream/{path}?offset={offset}"),
+                &init,
+            )?;
+            let mut res = self.stub(org_id, path)?.fetch_with_request(req).await?;
+            let next_offset = res.headers().get(stream_headers::NEXT_OFFSET)?;
+            let up_to_date = res.headers().get(stream_headers::UP_TO_DATE)?.is_some();
+            Ok::<_, worker::Error>((
+                res.status_code(),
+                next_offset,
+                up_to_date,
+                res.bytes().await?,
+            ))
+        };
+        let (status, next_offset, up_to_date, bytes) =
+            read.await.map_err(|e| ApiError::internal(&e))?;
+        if !(200..300).contains(&status) {
+            let body = serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(&e))?;
+            return Err(ApiError::from_parts(status, body));
+        }
+        Ok(StreamChunk {
+            bytes,
+            next_offset: next_offset.unwrap_or_else(|| offset.to_owned()),
+            up_to_date,
+        })
     }
 }
 

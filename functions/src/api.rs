@@ -4,6 +4,7 @@
 mod auth_routes;
 mod hosts;
 mod keys;
+mod mcp;
 mod members;
 mod org_data;
 mod orgs;
@@ -114,6 +115,11 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
             };
         }
         _ => {}
+    }
+
+    // The MCP server authenticates members itself and answers JSON-RPC.
+    if let ["mcp"] = segs.as_slice() {
+        return mcp::serve(app, req).await;
     }
 
     // Routes for a host's own token: its project links, its sessions' status reports and its
@@ -232,6 +238,7 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
         (["v1", "policies", name], Method::PATCH) => policies::update(app, p, name, req).await,
         (["v1", "policies", name], Method::DELETE) => policies::delete(app, p, name).await,
         (["v1", "policy-decisions"], Method::GET) => policy_decisions::list(app, p, req).await,
+        (["v1", "mcp", "audit"], Method::GET) => mcp::audit(app, p, req).await,
 
         (["v1", "webhooks"], Method::GET) => webhooks::list(app, p).await,
         (["v1", "webhooks"], Method::POST) => webhooks::create(app, p, req).await,
@@ -267,7 +274,8 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
             ]
             | ["v1", "sessions", _, "input" | "resize" | "stop"]
             | ["v1", "policies", _, "wasm"]
-            | ["v1", "webhooks", _, "rotate"],
+            | ["v1", "webhooks", _, "rotate"]
+            | ["v1", "mcp", "audit"],
             _,
         ) => method_not_allowed("a method this resource supports (see /v1/openapi.json)"),
         _ => Err(ApiError::new(
@@ -391,8 +399,8 @@ fn own_org(p: &Principal, id: &str) -> Result<(), ApiError> {
 
 mod doc {
     use super::{
-        auth_routes, hosts, keys, members, org_data, orgs, pairing, policies, policy_decisions,
-        sessions, webhooks,
+        auth_routes, hosts, keys, mcp, members, org_data, orgs, pairing, policies,
+        policy_decisions, sessions, webhooks,
     };
     use crate::public;
     use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
@@ -470,6 +478,7 @@ mod doc {
             sessions::link, sessions::unlink, sessions::links, sessions::report, sessions::worktrees,
             policies::list, policies::get, policies::wasm, policies::put, policies::update, policies::delete,
             policy_decisions::report, policy_decisions::list,
+            mcp::audit,
             webhooks::list, webhooks::get, webhooks::create, webhooks::update, webhooks::delete,
             webhooks::rotate, webhooks::deliver,
         ),

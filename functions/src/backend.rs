@@ -81,6 +81,19 @@ pub trait Tunnels {
 pub trait StreamStore {
     /// Creates the stream at `path` in the org (idempotent with the same content type).
     async fn create(&self, org_id: &str, path: &str, content_type: &str) -> Result<(), ApiError>;
+    /// Reads the stream at `path` from `offset` (a protocol offset) without waiting: at most
+    /// what the object answers in one read.
+    async fn read(&self, org_id: &str, path: &str, offset: &str) -> Result<StreamChunk, ApiError>;
+}
+
+/// What one stream read answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamChunk {
+    pub bytes: Vec<u8>,
+    /// The offset after `bytes`.
+    pub next_offset: String,
+    /// Whether `bytes` reach the stream's tail.
+    pub up_to_date: bool,
 }
 
 /// Which host a tunnel call is for.

@@ -2,7 +2,8 @@
 //! OpenAPI document. No dependency on any edge runtime.
 //!
 //! - [`api::handle`] serves a request given a [`backend::Backend`]: the directory database,
-//!   the org Durable Objects and a rate limiter, all behind traits.
+//!   the org Durable Objects and a rate limiter, all behind traits. It also serves the MCP
+//!   server at `/mcp`, whose tools call the REST handlers' functions.
 //! - [`public::handle`] serves the credential-free routes; the Spin component uses only this.
 //! - [`directory`] is the D1 SQL (users, orgs, members, API keys; hosts, pairing and connect
 //!   nonces); org data is handled by `tether_durable::org` inside each org's Durable Object.

@@ -15,6 +15,7 @@ mod guardrails;
 mod hosts;
 mod identity;
 mod isolation;
+mod mcp;
 mod persistence;
 mod sessions;
 mod spin;

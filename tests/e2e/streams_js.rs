@@ -14,13 +14,13 @@ const SUITE_TESTS: u64 = 338;
 
 /// A node script in its own process group. Dropping it while it runs kills the whole group, so
 /// neither the script nor what it started (vitest and its workers) outlives a failed test.
-struct NodeScript {
+pub(crate) struct NodeScript {
     child: Child,
     output: BufReader<std::io::PipeReader>,
 }
 
 impl NodeScript {
-    fn start(script: &str, url: &str, key: &str) -> Self {
+    pub(crate) fn start(script: &str, url: &str, key: &str) -> Self {
         let root = root();
         // One pipe for stdout and stderr, so the output reads in the order it was written.
         let (reader, writer) = std::io::pipe().unwrap();
@@ -41,7 +41,7 @@ impl NodeScript {
 
     /// Echoes the output line by line as it comes (libtest shows it on failure or with
     /// --nocapture); answers whether the script succeeded and everything it printed.
-    fn finish(&mut self) -> (bool, String) {
+    pub(crate) fn finish(&mut self) -> (bool, String) {
         let mut printed = String::new();
         for line in (&mut self.output).lines() {
             let line = line.unwrap();

@@ -15,6 +15,7 @@ pub(crate) fn patch<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     None,
@@ -39,6 +40,7 @@ impl Priority {
 /// Every task status belongs to one of these fixed categories; names are free.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StatusCategory {
     Backlog,
@@ -171,6 +173,7 @@ pub struct Task {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
     /// 1 to 200 characters.
@@ -188,6 +191,7 @@ pub struct CreateTask {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTask {
     pub title: Option<String>,
@@ -217,6 +221,7 @@ pub struct UpdateTask {
 /// Filters and paging for listing tasks. Tasks come newest first.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskQuery {
     pub status_id: Option<String>,
@@ -235,6 +240,7 @@ pub struct TaskQuery {
 /// Paging for the other lists.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     pub cursor: Option<String>,

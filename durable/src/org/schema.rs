@@ -135,6 +135,18 @@ CREATE INDEX policy_decisions_at ON policy_decisions (at, id);
 CREATE INDEX policy_decisions_session ON policy_decisions (session_id, at, id);
 INSERT INTO counters (name, value) VALUES ('decision_count', 0);
 ",
+    r"
+CREATE TABLE mcp_calls (
+    id INTEGER PRIMARY KEY,
+    member_id TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    args_sha256 TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    at INTEGER NOT NULL
+);
+INSERT INTO counters (name, value) VALUES ('mcp_call_count', 0);
+",
 ];
 
 #[derive(serde::Deserialize)]

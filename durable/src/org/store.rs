@@ -1,5 +1,6 @@
 //! The org store: every [`OrgOp`] as SQL over [`Sql`], each call in one transaction.
 
+mod mcp_audit;
 mod policies;
 mod sessions;
 
@@ -10,6 +11,7 @@ use super::model::{
 };
 use super::{OrgCall, OrgOp, schema};
 use crate::error::StoreError;
+use crate::mcp::MAX_CALLS;
 use crate::policy::MAX_DECISIONS;
 use crate::sql::{Sql, SqlValue};
 use crate::stream::MAX_STREAMS_PER_ORG;
@@ -312,9 +314,13 @@ impl<'a, S: Sql> Store<'a, S> {
                 json(self.record_decisions(&host_id, decisions, now, MAX_DECISIONS)?)
             }
             OrgOp::ListDecisions(q) => json(self.list_decisions(&q)?),
+            OrgOp::RecordToolCall(report) => self
+                .record_tool_call(&actor, report, now, MAX_CALLS)
+                .and_then(json),
+            OrgOp::ListToolCalls(q) => json(self.list_tool_calls(&q)?),
             OrgOp::Destroy => {
                 self.sql.execute_script(
-                    "DROP TABLE policy_decisions; DROP TABLE org_policies;
+                    "DROP TABLE mcp_calls; DROP TABLE policy_decisions; DROP TABLE org_policies;
                      DROP TABLE sessions; DROP TABLE project_links; DROP TABLE streams; DROP TABLE tasks; DROP TABLE task_statuses; DROP TABLE projects;
                      DROP TABLE counters; DELETE FROM meta;
                      INSERT INTO meta (key, value) VALUES ('destroyed', '1');",

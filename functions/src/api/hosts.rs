@@ -34,9 +34,13 @@ fn host_ref(host: &Host) -> HostRef<'_> {
 #[utoipa::path(get, path = "/v1/hosts", tag = "hosts",
     responses((status = 200, body = Vec<Host>)), security(("api_key" = []), ("bearer" = [])))]
 pub async fn list(app: &impl Backend, p: &Principal) -> Result<Response, ApiError> {
+    Ok(h::json(StatusCode::OK, &live_hosts(app, p).await?))
+}
+
+/// The org's hosts, each with its tunnel's live status (`GET /v1/hosts`, the MCP tool).
+pub(super) async fn live_hosts(app: &impl Backend, p: &Principal) -> Result<Vec<Host>, ApiError> {
     let hosts = hosts::hosts(app.db(), &p.org_id).await?;
-    let live = futures_util::future::try_join_all(hosts.into_iter().map(|h| live(app, h))).await?;
-    Ok(h::json(StatusCode::OK, &live))
+    futures_util::future::try_join_all(hosts.into_iter().map(|h| live(app, h))).await
 }
 
 #[utoipa::path(get, path = "/v1/hosts/{id}", tag = "hosts", params(("id" = String, Path)),

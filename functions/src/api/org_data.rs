@@ -225,19 +225,25 @@ pub async fn create_task(
     req: &Request,
 ) -> Result<Response, ApiError> {
     let task: CreateTask = h::body(req)?;
+    Ok(h::json_bytes(
+        StatusCode::CREATED,
+        create_task_with(app, p, task).await?,
+    ))
+}
+
+/// `POST /v1/tasks` (and the MCP tool) on a decoded body: the task as JSON.
+pub(super) async fn create_task_with(
+    app: &impl Backend,
+    p: &Principal,
+    task: CreateTask,
+) -> Result<Vec<u8>, ApiError> {
     check_assignee(app, p, task.assignee_id.as_deref()).await?;
     // A key's lookup already joined the org; a token's request reads the prefix once.
     let prefix = match &p.credential {
         Credential::ApiKey { task_prefix } => task_prefix.clone(),
         Credential::Token => directory::org(app.db(), &p.org_id).await?.task_prefix,
     };
-    answer(
-        app,
-        p,
-        StatusCode::CREATED,
-        OrgOp::CreateTask { task, prefix },
-    )
-    .await
+    org_call(app, p, OrgOp::CreateTask { task, prefix }).await
 }
 
 /// A task by id (`tsk_...`) or slug (`TET-12`).
@@ -259,16 +265,28 @@ pub async fn update_task(
     req: &Request,
 ) -> Result<Response, ApiError> {
     let patch: UpdateTask = h::body(req)?;
+    Ok(h::json_bytes(
+        StatusCode::OK,
+        update_task_with(app, p, key, patch).await?,
+    ))
+}
+
+/// `PATCH /v1/tasks/{id_or_slug}` (and the MCP tool) on a decoded body: the task as JSON.
+pub(super) async fn update_task_with(
+    app: &impl Backend,
+    p: &Principal,
+    key: &str,
+    patch: UpdateTask,
+) -> Result<Vec<u8>, ApiError> {
     check_assignee(
         app,
         p,
         patch.assignee_id.as_ref().and_then(|a| a.as_deref()),
     )
     .await?;
-    answer(
+    org_call(
         app,
         p,
-        StatusCode::OK,
         OrgOp::UpdateTask {
             key: key.into(),
             patch,

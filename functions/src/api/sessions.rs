@@ -24,6 +24,7 @@ use tether_durable::session::{
     self, Input, NewSession, ProjectLink, Resize, Session, SessionQuery, SessionStatus,
     SessionUpdate, Size, StartSession, Stop, TaskRef,
 };
+use tether_durable::stream::Offset;
 use tether_durable::time::now_ms;
 use tether_durable::validate;
 
@@ -36,7 +37,7 @@ pub const DEFAULT_TASK_TEMPLATE: &str = "You are working on task {{slug}}: {{tit
 Priority: {{priority}}\nStatus: {{status}}\nLabels: {{labels}}\n\n{{description}}";
 
 /// Start a session.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
     /// The project: its id or its name.
@@ -458,6 +459,19 @@ pub async fn input(
     req: &Request,
 ) -> Result<Response, ApiError> {
     let input: InputRequest = h::body(req)?;
+    Ok(h::json_bytes(
+        StatusCode::OK,
+        send_input(app, p, id, input).await?,
+    ))
+}
+
+/// `POST /v1/sessions/{id}/input` (and the MCP tool) on a decoded body: the host's answer.
+pub(super) async fn send_input(
+    app: &impl Backend,
+    p: &Principal,
+    id: &str,
+    input: InputRequest,
+) -> Result<Vec<u8>, ApiError> {
     let bytes = match (input.data, input.data_base64) {
         (Some(text), None) => text.into_bytes(),
         (None, Some(b64)) => STANDARD
@@ -482,11 +496,9 @@ pub async fn input(
         data_base64: STANDARD.encode(&bytes),
     })
     .map_err(|e| ApiError::internal(&e))?;
-    let answer = app
-        .tunnels()
+    app.tunnels()
         .rpc(&host_of(&s, p), session::INPUT, &body, INPUT_DEADLINE_MS)
-        .await?;
-    Ok(h::json_bytes(StatusCode::OK, answer))
+        .await
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/resize", tag = "sessions", params(("id" = String, Path)),
@@ -535,13 +547,27 @@ pub async fn stop(
     } else {
         h::body(req)?
     };
+    Ok(h::json(
+        StatusCode::ACCEPTED,
+        &stop_session(app, p, id, input).await?,
+    ))
+}
+
+/// `POST /v1/sessions/{id}/stop` (and the MCP tool) on a decoded body: the session as it is
+/// now.
+pub(super) async fn stop_session(
+    app: &impl Backend,
+    p: &Principal,
+    id: &str,
+    input: StopRequest,
+) -> Result<Session, ApiError> {
     let reason = match input.reason {
         Some(r) => validate::line("reason", &r, 500)?,
         None => format!("stopped by {}", p.member_id),
     };
     let mut s = session(app, p, id).await?;
     if s.status.is_final() {
-        return Ok(h::json(StatusCode::ACCEPTED, &s));
+        return Ok(s);
     }
     let body = serde_json::to_value(Stop {
         session_id: s.id.clone(),
@@ -576,7 +602,66 @@ pub async fn stop(
             &body,
         )
         .await?;
-    Ok(h::json(StatusCode::ACCEPTED, &s))
+    Ok(s)
+}
+
+/// The most terminal bytes one read through MCP answers.
+pub const TERMINAL_READ_MAX: u32 = 64 * 1024;
+
+/// A stretch of a session's terminal output, as text.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(super) struct TerminalText {
+    pub session_id: String,
+    /// The byte offset the text starts at.
+    pub offset: u64,
+    /// Where the next read starts.
+    pub next_offset: u64,
+    /// The bytes as UTF-8 (invalid sequences replaced); terminal escapes included.
+    pub text: String,
+    /// Whether this reaches the end of what the agent has written so far.
+    pub up_to_date: bool,
+}
+
+/// Reads up to `max_bytes` of a session's terminal from byte `offset`, without waiting (the
+/// MCP tool; streaming readers use `/v1/stream/...`). A read never ends inside a UTF-8
+/// character: the next one starts at its first byte.
+pub(super) async fn read_terminal(
+    app: &impl Backend,
+    p: &Principal,
+    id: &str,
+    offset: u64,
+    max_bytes: u32,
+) -> Result<TerminalText, ApiError> {
+    if !(1..=TERMINAL_READ_MAX).contains(&max_bytes) {
+        return Err(ApiError::invalid(
+            "max_bytes",
+            format!("1 to {TERMINAL_READ_MAX}"),
+        ));
+    }
+    let from = i64::try_from(offset).map_err(|_| ApiError::invalid("offset", "is too large"))?;
+    let s = session(app, p, id).await?;
+    let chunk = app
+        .stream_store()
+        .read(&p.org_id, &s.stream_path, &Offset(from).to_string())
+        .await?;
+    let all = chunk.bytes.len();
+    let bytes = chunk
+        .bytes
+        .get(..all.min(max_bytes as usize))
+        .unwrap_or_default();
+    let bytes = match std::str::from_utf8(bytes) {
+        Err(e) if e.error_len().is_none() && e.valid_up_to() > 0 => {
+            bytes.get(..e.valid_up_to()).unwrap_or_default()
+        }
+        _ => bytes,
+    };
+    Ok(TerminalText {
+        session_id: s.id,
+        offset,
+        next_offset: offset + bytes.len() as u64,
+        text: String::from_utf8_lossy(bytes).into_owned(),
+        up_to_date: chunk.up_to_date && bytes.len() == all,
+    })
 }
 
 fn host_of<'a>(s: &'a Session, p: &'a Principal) -> HostRef<'a> {
@@ -708,9 +793,20 @@ pub async fn report(
               (status = 503, body = ErrorBody)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn worktrees(app: &impl Backend, p: &Principal, id: &str) -> Result<Response, ApiError> {
+    Ok(h::json_bytes(
+        StatusCode::OK,
+        worktrees_of(app, p, id).await?,
+    ))
+}
+
+/// The daemon's list of a host's worktrees (`GET /v1/hosts/{id}/worktrees`, the MCP tool).
+pub(super) async fn worktrees_of(
+    app: &impl Backend,
+    p: &Principal,
+    id: &str,
+) -> Result<Vec<u8>, ApiError> {
     let host = hosts::host(app.db(), &p.org_id, id).await?;
-    let body = app
-        .tunnels()
+    app.tunnels()
         .rpc(
             &HostRef {
                 host_id: &host.id,
@@ -720,8 +816,7 @@ pub async fn worktrees(app: &impl Backend, p: &Principal, id: &str) -> Result<Re
             &serde_json::json!({}),
             10_000,
         )
-        .await?;
-    Ok(h::json_bytes(StatusCode::OK, body))
+        .await
 }
 
 #[cfg(test)]

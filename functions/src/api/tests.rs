@@ -1,7 +1,9 @@
 //! Handler tests in memory: the real router, directory SQL and org store, on in-memory SQLite.
 
 use super::handle;
-use crate::backend::{Backend, Config, Db, HostRef, OrgStore, RateLimiter, StreamStore, Tunnels};
+use crate::backend::{
+    Backend, Config, Db, HostRef, OrgStore, RateLimiter, StreamChunk, StreamStore, Tunnels,
+};
 use crate::error::ApiError;
 use serde_json::{Value, json};
 use std::cell::RefCell;
@@ -10,6 +12,7 @@ use tether_durable::host::HostStatus;
 use tether_durable::org::OrgCall;
 use tether_durable::org::store::Store;
 use tether_durable::sql::{NativeSql, Sql, SqlError, SqlValue};
+use tether_durable::stream::Offset;
 
 struct TestDb(NativeSql);
 
@@ -32,11 +35,15 @@ impl Db for TestDb {
     }
 }
 
+/// The org stores; with the flag set, recording an MCP tool call fails (an audit outage).
 #[derive(Default)]
-struct TestOrgs(RefCell<HashMap<String, NativeSql>>);
+struct TestOrgs(RefCell<HashMap<String, NativeSql>>, std::cell::Cell<bool>);
 
 impl OrgStore for TestOrgs {
     async fn call(&self, call: &OrgCall) -> Result<Vec<u8>, ApiError> {
+        if self.1.get() && matches!(call.op, tether_durable::org::OrgOp::RecordToolCall(_)) {
+            return Err(ApiError::internal(&"the audit trail is down"));
+        }
         let mut map = self.0.borrow_mut();
         let sql = map
             .entry(call.org_id.clone())
@@ -112,9 +119,13 @@ impl Tunnels for TestTunnels {
     }
 }
 
-/// Records the streams the API created: (org, path, content type).
+/// Records the streams the API created: (org, path, content type); reads answer what a test
+/// put in the second map (by path).
 #[derive(Default)]
-struct TestStreams(RefCell<Vec<(String, String, String)>>);
+struct TestStreams(
+    RefCell<Vec<(String, String, String)>>,
+    RefCell<HashMap<String, Vec<u8>>>,
+);
 
 impl StreamStore for TestStreams {
     async fn create(&self, org_id: &str, path: &str, content_type: &str) -> Result<(), ApiError> {
@@ -122,6 +133,16 @@ impl StreamStore for TestStreams {
             .borrow_mut()
             .push((org_id.into(), path.into(), content_type.into()));
         Ok(())
+    }
+
+    async fn read(&self, _: &str, path: &str, offset: &str) -> Result<StreamChunk, ApiError> {
+        let data = self.1.borrow().get(path).cloned().unwrap_or_default();
+        let from = Offset::parse(offset).map_or(0, |o| o.0 as usize);
+        Ok(StreamChunk {
+            bytes: data.get(from..).unwrap_or_default().to_vec(),
+            next_offset: Offset(data.len() as i64).to_string(),
+            up_to_date: true,
+        })
     }
 }
 
@@ -235,6 +256,19 @@ fn owner(app: &App) -> String {
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["org"]["task_prefix"], "TET");
     v["api_key"]["secret"].as_str().unwrap().to_owned()
+}
+
+/// A second org, made by the owner of the first; answers its owner's key.
+fn second_org(app: &App, key: &str) -> String {
+    let (s, b) = call(
+        app,
+        "POST",
+        "/v1/orgs",
+        Some(key),
+        Some(json!({"name": "Bravo", "task_prefix": "BRV"})),
+    );
+    assert_eq!(s, 201, "{b}");
+    b["api_key"]["secret"].as_str().unwrap().to_owned()
 }
 
 #[test]
@@ -1366,14 +1400,7 @@ fn host_and_member_tokens_do_not_cross() {
 fn hosts_of_another_org_are_not_found() {
     let app = app();
     let a = owner(&app);
-    let (_, b) = call(
-        &app,
-        "POST",
-        "/v1/orgs",
-        Some(&a),
-        Some(json!({"name": "Bravo", "task_prefix": "BRV"})),
-    );
-    let b_key = b["api_key"]["secret"].as_str().unwrap().to_owned();
+    let b_key = second_org(&app, &a);
     let mine = pair(&app, &a, &machine(1));
     let theirs = pair(&app, &b_key, &machine(2));
     for method in ["GET", "DELETE"] {
@@ -1663,14 +1690,7 @@ fn info_and_commands_go_through_the_hosts_tunnel() {
         );
     }
     // Another org sees neither.
-    let (_, b) = call(
-        &app,
-        "POST",
-        "/v1/orgs",
-        Some(&key),
-        Some(json!({"name": "Other", "task_prefix": "OTH"})),
-    );
-    let other = b["api_key"]["secret"].as_str().unwrap().to_owned();
+    let other = second_org(&app, &key);
     assert_eq!(
         call(
             &app,
@@ -1940,5 +1960,6 @@ fn sessions_start_on_a_linked_host_and_hosts_report_only_their_own() {
     );
 }
 
+mod mcp;
 mod policies;
 mod webhooks;

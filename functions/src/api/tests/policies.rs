@@ -1,6 +1,6 @@
 //! Guardrail policies and the decisions machines report, through the router.
 
-use super::{App, add_member, app, call, connect, machine, owner, pair, raw};
+use super::{App, add_member, app, call, connect, machine, owner, pair, raw, second_org};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
@@ -62,19 +62,6 @@ fn names(list: &Value) -> Vec<&str> {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect()
-}
-
-/// A second org, made by the owner of the first; answers its owner's key.
-fn second_org(app: &App, key: &str) -> String {
-    let (s, b) = call(
-        app,
-        "POST",
-        "/v1/orgs",
-        Some(key),
-        Some(json!({"name": "Bravo", "task_prefix": "BRV"})),
-    );
-    assert_eq!(s, 201, "{b}");
-    b["api_key"]["secret"].as_str().unwrap().to_owned()
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Webhook configurations and deliveries, through the router.
 
-use super::{App, add_member, app, call, connect, count_rows, machine, owner, pair, raw};
+use super::{
+    App, add_member, app, call, connect, count_rows, machine, owner, pair, raw, second_org,
+};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -128,15 +130,7 @@ fn webhook_configs_are_admin_written_member_read_and_org_scoped() {
     assert!(g.get("secret").is_none());
 
     // Another org sees none of it.
-    let (s, other) = call(
-        &app,
-        "POST",
-        "/v1/orgs",
-        Some(&key),
-        Some(json!({"name": "Bravo", "task_prefix": "BRV"})),
-    );
-    assert_eq!(s, 201);
-    let other = other["api_key"]["secret"].as_str().unwrap();
+    let other = &second_org(&app, &key);
     for (m, body) in [
         ("GET", None),
         ("PATCH", Some(json!({"name": "x"}))),

@@ -1,0 +1,325 @@
+//! The MCP tools: each one's input type (its JSON Schema comes from the type), and its call,
+//! which goes through the same function as the REST route it mirrors, so the caps, checks and
+//! answers are the API's own.
+
+use super::super::sessions::{self, InputRequest, StartRequest, StopRequest};
+use super::super::{hosts, org_call, org_data};
+use crate::auth::Principal;
+use crate::backend::Backend;
+use crate::directory;
+use crate::error::ApiError;
+use rmcp::model::{CallToolResult, ContentBlock, ErrorCode, ErrorData, JsonObject, Tool};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use tether_durable::org::OrgOp;
+use tether_durable::org::model::{CreateTask, PageQuery, TaskQuery, UpdateTask};
+use tether_durable::session::SessionQuery;
+
+/// No arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Nothing {}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct TaskKey {
+    /// A task id (`tsk_...`) or slug (`TET-12`).
+    id_or_slug: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+struct TaskPatch {
+    /// A task id (`tsk_...`) or slug (`TET-12`).
+    id_or_slug: String,
+    /// The fields to change; the others stay as they are.
+    #[serde(flatten)]
+    patch: UpdateTask,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct HostId {
+    /// A host id (`hst_...`).
+    host_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SessionId {
+    /// A session id (`ses_...`).
+    session_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SessionStop {
+    /// A session id (`ses_...`).
+    session_id: String,
+    /// Recorded as the reason (default "stopped by <member>").
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SessionInput {
+    /// A running session's id (`ses_...`).
+    session_id: String,
+    /// Text typed into the terminal (at most 64 KiB); end a line with "\r" to submit it.
+    data: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct TerminalRead {
+    /// A session id (`ses_...`).
+    session_id: String,
+    /// The byte offset to read from: 0 (the default) for the start, or the `next_offset` of
+    /// the previous read.
+    offset: Option<u64>,
+    /// At most this many bytes, 1 to 65536 (the default).
+    max_bytes: Option<u32>,
+}
+
+/// One tool: its name, what it does, and its input type's schema.
+struct Spec {
+    name: &'static str,
+    description: &'static str,
+    schema: fn() -> JsonObject,
+}
+
+fn schema<T: JsonSchema>() -> JsonObject {
+    match serde_json::to_value(schemars::schema_for!(T)) {
+        Ok(Value::Object(mut m)) => {
+            m.remove("$schema");
+            m.remove("title");
+            m
+        }
+        _ => Map::new(),
+    }
+}
+
+const TOOLS: &[Spec] = &[
+    Spec {
+        name: "tasks_create",
+        description: "Create a task (title up to 200 characters, Markdown description, priority, status, project, assignee, labels). Answers the task with its slug.",
+        schema: schema::<CreateTask>,
+    },
+    Spec {
+        name: "tasks_list",
+        description: "List tasks, newest first, filtered by status, category, assignee (`none` for unassigned), project, label or priority; page with `cursor`.",
+        schema: schema::<TaskQuery>,
+    },
+    Spec {
+        name: "tasks_get",
+        description: "Get a task by id or slug (such as TET-12).",
+        schema: schema::<TaskKey>,
+    },
+    Spec {
+        name: "tasks_update",
+        description: "Change a task's fields; `null` clears project_id or assignee_id, `labels` replaces the set.",
+        schema: schema::<TaskPatch>,
+    },
+    Spec {
+        name: "tasks_delete",
+        description: "Delete a task by id or slug.",
+        schema: schema::<TaskKey>,
+    },
+    Spec {
+        name: "task_statuses_list",
+        description: "The org's task statuses in board order (ids for tasks' status_id).",
+        schema: schema::<Nothing>,
+    },
+    Spec {
+        name: "projects_list",
+        description: "The org's projects; page with `cursor`.",
+        schema: schema::<PageQuery>,
+    },
+    Spec {
+        name: "members_list",
+        description: "The org's members and their roles (ids for tasks' assignee_id).",
+        schema: schema::<Nothing>,
+    },
+    Spec {
+        name: "hosts_list",
+        description: "The org's machines, each with whether it is online and, if not, why.",
+        schema: schema::<Nothing>,
+    },
+    Spec {
+        name: "worktrees_list",
+        description: "The git worktrees on a machine, as its daemon reports them (the machine must be online).",
+        schema: schema::<HostId>,
+    },
+    Spec {
+        name: "sessions_start",
+        description: "Start a coding agent (claude, codex, gemini, ...) on a machine with the project checked out, in a fresh worktree, with a prompt and/or a task.",
+        schema: schema::<StartRequest>,
+    },
+    Spec {
+        name: "sessions_list",
+        description: "List agent sessions, newest first, by status, host or project; page with `cursor`.",
+        schema: schema::<SessionQuery>,
+    },
+    Spec {
+        name: "sessions_get",
+        description: "Get an agent session: status, reason, branch, worktree, terminal stream.",
+        schema: schema::<SessionId>,
+    },
+    Spec {
+        name: "sessions_stop",
+        description: "Stop an agent session (a queued one at once, a running one through its machine).",
+        schema: schema::<SessionStop>,
+    },
+    Spec {
+        name: "terminals_read",
+        description: "Read a session's terminal output from a byte offset (at most 64 KiB per call): the text and the offset to read from next.",
+        schema: schema::<TerminalRead>,
+    },
+    Spec {
+        name: "terminals_send_input",
+        description: "Type text into a running session's terminal.",
+        schema: schema::<SessionInput>,
+    },
+];
+
+/// Every tool, for `tools/list`.
+pub(super) fn catalogue() -> Vec<Tool> {
+    TOOLS
+        .iter()
+        .map(|t| Tool::new(t.name, t.description, Arc::new((t.schema)())))
+        .collect()
+}
+
+/// The tool's arguments as its input type; a wrong shape is refused like a REST body is (422).
+fn args<T: DeserializeOwned>(args: Map<String, Value>) -> Result<T, ApiError> {
+    serde_json::from_value(Value::Object(args)).map_err(|e| {
+        ApiError::new(
+            http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_arguments",
+            e.to_string(),
+        )
+    })
+}
+
+fn json(v: &impl serde::Serialize) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(v).map_err(|e| ApiError::internal(&e))
+}
+
+/// Calls tool `name`: the API's JSON answer, or its error. Unknown tools are a protocol
+/// error (invalid params), not a tool error.
+pub(super) async fn call(
+    app: &impl Backend,
+    p: &Principal,
+    name: &str,
+    a: Map<String, Value>,
+) -> Result<Result<Vec<u8>, ApiError>, ErrorData> {
+    if !TOOLS.iter().any(|t| t.name == name) {
+        return Err(ErrorData::new(
+            ErrorCode::INVALID_PARAMS,
+            format!("no tool {name:?}"),
+            None,
+        ));
+    }
+    Ok(run(app, p, name, a).await)
+}
+
+async fn run(
+    app: &impl Backend,
+    p: &Principal,
+    name: &str,
+    a: Map<String, Value>,
+) -> Result<Vec<u8>, ApiError> {
+    match name {
+        "tasks_create" => org_data::create_task_with(app, p, args(a)?).await,
+        "tasks_list" => org_call(app, p, OrgOp::ListTasks(args(a)?)).await,
+        "tasks_get" => {
+            let k: TaskKey = args(a)?;
+            org_call(app, p, OrgOp::GetTask { key: k.id_or_slug }).await
+        }
+        "tasks_update" => {
+            let t: TaskPatch = args(a)?;
+            org_data::update_task_with(app, p, &t.id_or_slug, t.patch).await
+        }
+        "tasks_delete" => {
+            let k: TaskKey = args(a)?;
+            org_call(
+                app,
+                p,
+                OrgOp::DeleteTask {
+                    key: k.id_or_slug.clone(),
+                },
+            )
+            .await?;
+            json(&serde_json::json!({ "deleted": k.id_or_slug }))
+        }
+        "task_statuses_list" => {
+            args::<Nothing>(a)?;
+            org_call(app, p, OrgOp::ListStatuses).await
+        }
+        "projects_list" => org_call(app, p, OrgOp::ListProjects(args(a)?)).await,
+        "members_list" => {
+            args::<Nothing>(a)?;
+            json(&directory::members(app.db(), &p.org_id).await?)
+        }
+        "hosts_list" => {
+            args::<Nothing>(a)?;
+            json(&hosts::live_hosts(app, p).await?)
+        }
+        "worktrees_list" => {
+            let h: HostId = args(a)?;
+            sessions::worktrees_of(app, p, &h.host_id).await
+        }
+        "sessions_start" => {
+            let input: StartRequest = args(a)?;
+            json(&sessions::start(app, &p.org_id, &p.member_id, input).await?)
+        }
+        "sessions_list" => {
+            let q: SessionQuery = args(a)?;
+            org_call(app, p, OrgOp::ListSessions(q)).await
+        }
+        "sessions_get" => {
+            let s: SessionId = args(a)?;
+            org_call(app, p, OrgOp::GetSession { id: s.session_id }).await
+        }
+        "sessions_stop" => {
+            let s: SessionStop = args(a)?;
+            let input = StopRequest { reason: s.reason };
+            json(&sessions::stop_session(app, p, &s.session_id, input).await?)
+        }
+        "terminals_read" => {
+            let r: TerminalRead = args(a)?;
+            let max = r.max_bytes.unwrap_or(sessions::TERMINAL_READ_MAX);
+            let text =
+                sessions::read_terminal(app, p, &r.session_id, r.offset.unwrap_or(0), max).await?;
+            json(&text)
+        }
+        "terminals_send_input" => {
+            let s: SessionInput = args(a)?;
+            let input = InputRequest {
+                data: Some(s.data),
+                data_base64: None,
+            };
+            sessions::send_input(app, p, &s.session_id, input).await
+        }
+        _ => Err(ApiError::internal(&format!("tool {name} has no call"))),
+    }
+}
+
+/// A tool's answer as MCP content: the API's JSON as text; an API error as the JSON error
+/// body with `isError`, so the model sees what went wrong.
+pub(super) fn result(answer: Result<Vec<u8>, ApiError>) -> CallToolResult {
+    let mut result = match answer {
+        Ok(body) => CallToolResult::success(vec![ContentBlock::text(
+            String::from_utf8_lossy(&body).into_owned(),
+        )]),
+        Err(e) => {
+            let text = serde_json::to_string(&e.body).unwrap_or_else(|_| e.to_string());
+            CallToolResult::error(vec![ContentBlock::text(text)])
+        }
+    };
+    // A field of protocol versions newer than the ones spoken here.
+    result.result_type = None;
+    result
+}
