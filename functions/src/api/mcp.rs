@@ -55,6 +55,7 @@ pub async fn serve(app: &impl Backend, req: &Request) -> Result<Response, ApiErr
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return Ok(res);
     }
+    check_origin(req)?;
     let p = authenticate(app, req).await?;
     check_headers(req)?;
     if req.body().len() > MAX_BODY {
@@ -105,6 +106,47 @@ fn accepted() -> Response {
 
 /// `Accept` must allow JSON (a missing one does), a body must be JSON, and a protocol version
 /// header must name one this server speaks.
+/// The host of a `scheme://host[:port]` origin or of a `Host` header, without the port.
+fn host_of(value: &str) -> &str {
+    let authority = value.split_once("://").map_or(value, |(_, rest)| rest);
+    let authority = authority.split('/').next().unwrap_or("");
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || host == "127.0.0.1" || host == "::1"
+}
+
+/// DNS-rebinding protection (the transport spec's MUST): a browser's request carries an
+/// `Origin`, and only the server's own origin may send one, or, when the server itself is
+/// reached on a loopback address (a local run), another local page such as the MCP
+/// inspector. Programs that send no `Origin` are not browsers and pass.
+fn check_origin(req: &Request) -> Result<(), ApiError> {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    let own = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(http::uri::Authority::as_str))
+        .unwrap_or("");
+    let (origin_host, own_host) = (host_of(origin), host_of(own));
+    let same = !origin_host.is_empty() && origin_host.eq_ignore_ascii_case(own_host);
+    if same || (is_loopback(own_host) && is_loopback(origin_host)) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden_origin",
+        format!("requests from the web origin {origin:?} are not accepted"),
+    ))
+}
+
 fn check_headers(req: &Request) -> Result<(), ApiError> {
     if let Some(accept) = req.headers().get(header::ACCEPT) {
         let ok = accept.to_str().unwrap_or("").split(',').any(|t| {
@@ -337,6 +379,36 @@ pub async fn audit(app: &impl Backend, p: &Principal, req: &Request) -> Result<R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn from(host: &str, origin: Option<&str>) -> Request {
+        let mut b = http::Request::builder()
+            .method("POST")
+            .uri("/mcp")
+            .header(header::HOST, host);
+        if let Some(o) = origin {
+            b = b.header(header::ORIGIN, o);
+        }
+        b.body(Vec::new()).unwrap_or_default()
+    }
+
+    #[test]
+    fn only_the_servers_own_or_a_local_origin_is_accepted() {
+        let ok = |host: &str, origin: Option<&str>| check_origin(&from(host, origin)).is_ok();
+        assert!(ok("tether.example.com", None), "not a browser");
+        assert!(ok("tether.example.com", Some("https://tether.example.com")));
+        assert!(!ok("tether.example.com", Some("https://evil.example")));
+        assert!(!ok("tether.example.com", Some("http://localhost:6274")));
+        assert!(ok("127.0.0.1:8787", Some("http://localhost:6274")));
+        assert!(ok("[::1]:8787", Some("http://127.0.0.1:3000")));
+        assert!(!ok("127.0.0.1:8787", Some("http://evil.example")));
+        assert!(!ok("127.0.0.1:8787", Some("null")));
+        assert_eq!(
+            check_origin(&from("127.0.0.1", Some("http://evil.example")))
+                .unwrap_err()
+                .status,
+            StatusCode::FORBIDDEN
+        );
+    }
 
     #[test]
     fn canonical_json_sorts_keys_at_every_level() {
