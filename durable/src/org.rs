@@ -35,6 +35,10 @@ pub enum OrgOp {
     GetProject {
         id: String,
     },
+    /// A project by its id or its name (case-insensitive).
+    FindProject {
+        key: String,
+    },
     CreateProject(CreateProject),
     UpdateProject {
         id: String,

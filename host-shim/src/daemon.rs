@@ -155,13 +155,17 @@ pub async fn run_daemon(daemon: Daemon, shutdown: impl Future<Output = ()>) -> R
         daemon.identity,
         http,
     ));
-    let sessions = Sessions::new(state.clone(), auth.clone(), settings)?;
-    sessions.recover().await?;
-    let mut background = vec![serve_control(&daemon.paths, &guardrails, &sessions)];
+    // One client (one connection pool) for everything the daemon asks the edge's API: the
+    // sessions' streams and reports, the org's policies, the decision reports.
     let api = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
         .timeout(std::time::Duration::from_secs(30))
+        .tcp_nodelay(true)
         .build()
         .map_err(Error::HttpClient)?;
+    let sessions = Sessions::new(state.clone(), auth.clone(), settings, api.clone())?;
+    sessions.recover().await?;
+    let mut background = vec![serve_control(&daemon.paths, &guardrails, &sessions)];
     let every = std::time::Duration::from_secs(config.policy_sync_secs.unwrap_or(30).max(1));
     let (g, a, h) = (guardrails.clone(), auth.clone(), api.clone());
     background.push(Some(tokio::spawn(async move {

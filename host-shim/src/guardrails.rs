@@ -124,7 +124,7 @@ impl Guardrails {
         let dir = Self::org_dir(&self.paths);
         let mut last_error = None;
         loop {
-            let error = org::sync(http, auth, &dir)
+            let error = org::sync(http, auth, &dir, !self.current().is_complete())
                 .await
                 .err()
                 .map(|e| e.to_string());

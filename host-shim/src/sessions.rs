@@ -96,17 +96,13 @@ pub struct Sessions {
 }
 
 impl Sessions {
+    /// `http` is the daemon's client for the edge's API (streams, status reports).
     pub fn new(
         state: Arc<State>,
         auth: Arc<HostAuth>,
         settings: Settings,
+        http: reqwest::Client,
     ) -> Result<Arc<Self>, crate::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(crate::Error::HttpClient)?;
         let streams = StreamClient::with_http(http.clone(), &auth.server, "").map_err(|_| {
             crate::Error::InvalidServer {
                 url: auth.server.clone(),

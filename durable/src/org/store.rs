@@ -231,6 +231,7 @@ impl<'a, S: Sql> Store<'a, S> {
         match op {
             OrgOp::ListProjects(q) => json(self.list_projects(&q)?),
             OrgOp::GetProject { id } => json(self.project(&id)?),
+            OrgOp::FindProject { key } => json(self.project_required(&key)?),
             OrgOp::CreateProject(input) => json(self.create_project(input, now)?),
             OrgOp::UpdateProject { id, patch } => json(self.update_project(&id, patch, now)?),
             OrgOp::DeleteProject { id } => self.delete_project(&id).and_then(json),

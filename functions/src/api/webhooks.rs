@@ -18,9 +18,8 @@ use http::StatusCode;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 use tether_durable::error::{ErrorBody, ErrorDetail};
-use tether_durable::ids;
 use tether_durable::org::OrgOp;
-use tether_durable::org::model::{CreateTask, Page, PageQuery, Project, Task};
+use tether_durable::org::model::{CreateTask, Project, Task};
 use tether_durable::session::Session;
 use tether_durable::time::now_ms;
 use tether_durable::validate;
@@ -174,32 +173,13 @@ async fn session_config(
 /// A project of the caller's org by id or name.
 async fn project_id(app: &impl Backend, p: &Principal, key: &str) -> Result<String, ApiError> {
     let key = validate::line("project", key, validate::NAME_MAX)?;
-    let missing = || ApiError::invalid("project", "no project with this id or name in the org");
-    if ids::is_valid(ids::PROJECT, &key) {
-        return match org_call(app, p, OrgOp::GetProject { id: key.clone() }).await {
-            Ok(_) => Ok(key),
-            Err(e) if e.status == StatusCode::NOT_FOUND => Err(missing()),
-            Err(e) => Err(e),
-        };
-    }
-    let mut cursor = None;
-    loop {
-        let op = OrgOp::ListProjects(PageQuery {
-            cursor,
-            limit: Some(validate::PAGE_MAX),
-        });
-        let page: Page<Project> = decode(&org_call(app, p, op).await?)?;
-        if let Some(found) = page
-            .data
-            .iter()
-            .find(|pr| pr.name.eq_ignore_ascii_case(&key))
-        {
-            return Ok(found.id.clone());
-        }
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => return Err(missing()),
-        }
+    match org_call(app, p, OrgOp::FindProject { key }).await {
+        Ok(body) => Ok(decode::<Project>(&body)?.id),
+        Err(e) if e.status == StatusCode::NOT_FOUND => Err(ApiError::invalid(
+            "project",
+            "no project with this id or name in the org",
+        )),
+        Err(e) => Err(e),
     }
 }
 

@@ -66,7 +66,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Brings the cache in line with the org's list. Answers whether the manifest changed.
-pub async fn sync(http: &reqwest::Client, auth: &HostAuth, dir: &Path) -> Result<bool, SyncError> {
+///
+/// With `verify`, cached binaries are hashed again and one changed on disk is fetched anew (the
+/// daemon asks for it only while a policy fails to load); otherwise a cached one is trusted
+/// here, since loading checks its SHA-256 anyway.
+pub async fn sync(
+    http: &reqwest::Client,
+    auth: &HostAuth,
+    dir: &Path,
+    verify: bool,
+) -> Result<bool, SyncError> {
     let listing: PolicyList = serde_json::from_slice(&get(http, auth, "/v1/policies").await?)
         .map_err(|e| SyncError::Listing(e.to_string()))?;
     let list = listing.policies;
@@ -82,8 +91,12 @@ pub async fn sync(http: &reqwest::Client, auth: &HostAuth, dir: &Path) -> Result
     }
     for p in &list {
         let file = dir.join(format!("{}.wasm", p.sha256));
-        // A cached binary is checked again: one changed on disk is fetched anew.
-        if std::fs::read(&file).is_ok_and(|b| sha256_hex(&b) == p.sha256) {
+        let cached = if verify {
+            std::fs::read(&file).is_ok_and(|b| sha256_hex(&b) == p.sha256)
+        } else {
+            file.exists()
+        };
+        if cached {
             continue;
         }
         let path = format!("/v1/policies/{}/wasm?sha256={}", p.name, p.sha256);

@@ -6,6 +6,7 @@
 use super::Guardrails;
 use crate::host_auth::HostAuth;
 use std::time::Duration;
+use tether_durable::policy::DecisionBatch;
 use tracing::{debug, warn};
 
 const RETRY_EVERY: Duration = Duration::from_secs(5);
@@ -37,12 +38,13 @@ pub async fn once(
     let Some(last) = batch.last().map(|d| d.seq) else {
         return Ok(false);
     };
+    let full = batch.len() == BATCH as usize;
     let token = auth.token().await.map_err(|e| e.to_string())?;
     let url = format!("{}/v1/hosts/{}/policy-decisions", auth.server, auth.host_id);
     let res = http
         .post(url)
         .bearer_auth(token)
-        .json(&serde_json::json!({ "decisions": batch }))
+        .json(&DecisionBatch { decisions: batch })
         .send()
         .await
         .map_err(|e| e.to_string())?;
@@ -68,5 +70,5 @@ pub async fn once(
         .mark_decisions_reported(last)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(batch.len() == BATCH as usize)
+    Ok(full)
 }

@@ -2,9 +2,11 @@
 //! has (`kv.decisions_reported`, the last id acknowledged).
 
 use crate::Error;
+use crate::hooks::protocol::EventKind;
 use crate::policy::Decision;
 use crate::state::{State, col_int as int, col_text as text, now_ms};
 use libsql::Value;
+use tether_durable::policy::{DecisionReport, Verdict};
 
 /// The most characters of a reason kept.
 pub const MAX_REASON: usize = 2000;
@@ -12,21 +14,6 @@ pub const MAX_REASON: usize = 2000;
 pub const KEEP_REPORTED: i64 = 50_000;
 
 const REPORTED_KEY: &str = "decisions_reported";
-
-/// One logged decision, as reported to the org.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct LoggedDecision {
-    /// The local id: the org ignores one it already has.
-    pub seq: i64,
-    pub session_id: Option<String>,
-    pub agent: String,
-    pub event: String,
-    pub policy: String,
-    pub decision: String,
-    pub reason: Option<String>,
-    pub duration_us: i64,
-    pub at: i64,
-}
 
 impl State {
     /// Records every policy's decision on one event.
@@ -62,8 +49,9 @@ impl State {
         Ok(())
     }
 
-    /// Up to `limit` decisions the org does not have yet, oldest first.
-    pub async fn unreported_decisions(&self, limit: u32) -> Result<Vec<LoggedDecision>, Error> {
+    /// Up to `limit` decisions the org does not have yet, oldest first, as reported (`seq` is
+    /// the local id: the org ignores one it already has).
+    pub async fn unreported_decisions(&self, limit: u32) -> Result<Vec<DecisionReport>, Error> {
         let after = self.reported_decisions().await?;
         let rows = self
             .rows(
@@ -86,7 +74,8 @@ impl State {
     }
 
     /// The org has every decision up to `seq`; reported ones past [`KEEP_REPORTED`] go.
-    pub async fn mark_decisions_reported(&self, seq: i64) -> Result<(), Error> {
+    pub async fn mark_decisions_reported(&self, seq: u64) -> Result<(), Error> {
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
         self.set(REPORTED_KEY, &seq.to_string()).await?;
         self.conn()
             .execute(
@@ -99,7 +88,7 @@ impl State {
     }
 }
 
-fn to_decision(cols: &[Value]) -> Option<LoggedDecision> {
+fn to_decision(cols: &[Value]) -> Option<DecisionReport> {
     let [
         id,
         session,
@@ -114,16 +103,18 @@ fn to_decision(cols: &[Value]) -> Option<LoggedDecision> {
     else {
         return None;
     };
-    Some(LoggedDecision {
-        seq: int(id)?,
+    let event = text(event)?;
+    let decision = serde_json::Value::String(text(decision)?);
+    Some(DecisionReport {
+        seq: u64::try_from(int(id)?).ok()?,
         session_id: text(session),
         // Decisions logged before agents were recorded were all dispatch gates.
         agent: text(agent).unwrap_or_else(|| "unknown".into()),
-        event: text(event)?,
+        event: EventKind::ALL.into_iter().find(|k| k.as_str() == event)?,
         policy: text(policy)?,
-        decision: text(decision)?,
+        decision: serde_json::from_value::<Verdict>(decision).ok()?,
         reason: text(reason),
-        duration_us: int(duration)?,
+        duration_us: u64::try_from(int(duration)?).ok()?,
         at: int(at)?,
     })
 }

@@ -125,7 +125,7 @@ impl<S: Sql> Store<'_, S> {
         id.map(|r| self.project(&r.id)).transpose()
     }
 
-    fn project_required(&self, key: &str) -> Result<Project, StoreError> {
+    pub(super) fn project_required(&self, key: &str) -> Result<Project, StoreError> {
         self.project_by_key(key)?
             .ok_or(StoreError::NotFound { what: "project" })
     }
