@@ -12,6 +12,8 @@ pub const TASK: &str = "tsk";
 pub const HOST: &str = "hst";
 pub const SESSION: &str = "ses";
 pub const WEBHOOK: &str = "whk";
+pub const AUTOMATION: &str = "aut";
+pub const RUN: &str = "run";
 
 /// A fresh id such as `tsk_0190c6...`.
 pub fn new(prefix: &str) -> String {

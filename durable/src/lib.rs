@@ -6,6 +6,8 @@
 //!   per stream ([`stream::store::Store`] over [`sql::Sql`]).
 //! - [`policy`]: guardrail policies the org ships to its machines (stored by the Org object)
 //!   and the decisions the machines report back.
+//! - [`automation`]: scheduled automations (RRULE in an IANA zone, versioned prompts, runs),
+//!   stored by the Org object and run by the Worker's cron.
 //! - [`mcp`]: the audit trail of the MCP server's tool calls (stored by the Org object).
 //! - [`session`]: agent sessions: the org's record of each, and the messages that start and
 //!   drive them on a host.
@@ -18,6 +20,7 @@
 //! Without the `worker` feature this crate depends on serde and friends only, so the daemon and
 //! the Spin component use the same types.
 
+pub mod automation;
 pub mod error;
 pub mod host;
 pub mod ids;

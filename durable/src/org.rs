@@ -1,5 +1,5 @@
 //! An organisation's own data (projects, task statuses, tasks, project links, sessions,
-//! guardrail policies and the decisions machines report), owned by one Org Durable Object.
+//! automations, guardrail policies and the decisions machines report), owned by one Org Durable Object.
 //!
 //! The Worker authenticates a caller, then sends the org's object an [`OrgCall`]: who is asking
 //! and one [`OrgOp`]. [`store::Store`] carries it out in one SQLite transaction and answers JSON
@@ -10,9 +10,10 @@ pub mod model;
 mod schema;
 pub mod store;
 
+use crate::automation::{AutomationPatch, NewAutomation, RunOutcome};
 use crate::mcp::{ToolCallQuery, ToolCallReport};
 use crate::policy::{DecisionQuery, DecisionReport, NewPolicy, UpdatePolicy};
-use crate::session::{NewSession, SessionQuery, SessionUpdate};
+use crate::session::{NewSession, ProgressReport, SessionQuery, SessionUpdate};
 use model::{
     CreateProject, CreateTask, CreateTaskStatus, PageQuery, TaskQuery, UpdateProject, UpdateTask,
     UpdateTaskStatus,
@@ -118,6 +119,64 @@ pub enum OrgOp {
         host_id: Option<String>,
         update: SessionUpdate,
     },
+    /// The agent of host `host_id`'s running session `id` reports its progress.
+    ReportProgress {
+        id: String,
+        host_id: String,
+        report: ProgressReport,
+    },
+    ListAutomations(PageQuery),
+    /// `key` is an automation id or name.
+    GetAutomation {
+        key: String,
+    },
+    CreateAutomation(NewAutomation),
+    UpdateAutomation {
+        key: String,
+        patch: AutomationPatch,
+    },
+    DeleteAutomation {
+        key: String,
+    },
+    SetAutomationPaused {
+        key: String,
+        paused: bool,
+    },
+    ListPromptVersions {
+        key: String,
+    },
+    /// One prompt version (default: the active one).
+    GetPromptVersion {
+        key: String,
+        version: Option<i64>,
+    },
+    SetPrompt {
+        key: String,
+        prompt: String,
+    },
+    RollbackPrompt {
+        key: String,
+        version: i64,
+    },
+    /// The cron's tick at `at` (Unix ms) claims what is due (answers `Vec<Claim>`).
+    ClaimDueAutomations {
+        at: i64,
+    },
+    /// A run on request (answers a [`crate::automation::Claim`]).
+    StartManualRun {
+        key: String,
+    },
+    /// How a claimed run's dispatch went.
+    FinishRun {
+        run_id: String,
+        outcome: RunOutcome,
+    },
+    ListRuns {
+        key: String,
+        page: PageQuery,
+    },
+    /// The earliest run due and the schedule's version (a [`ScheduleState`]).
+    ScheduleState,
     /// The policies in the order machines run them.
     ListPolicies,
     GetPolicy {

@@ -145,6 +145,33 @@ pub struct Session {
     pub ended_at: Option<String>,
     /// A queued session not started by then fails ("host offline too long").
     pub start_by: String,
+    /// What the agent last said about its progress, through its local MCP server.
+    pub progress: Option<Progress>,
+}
+
+/// An agent's latest word on how far it got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Progress {
+    pub message: String,
+    pub percent: Option<u8>,
+    pub at: String,
+}
+
+/// The most characters of a progress message.
+pub const MAX_PROGRESS: usize = 2_000;
+
+/// An agent reports progress (`POST /v1/hosts/{host}/sessions/{id}/progress`, from the
+/// daemon's local MCP server).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ProgressReport {
+    /// What it did or is doing, 1 to 2000 characters.
+    pub message: String,
+    /// How far along, 0 to 100.
+    #[serde(default)]
+    pub percent: Option<u8>,
 }
 
 /// A project's checkout on one host, registered by that host (`tether projects link`).

@@ -51,12 +51,43 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     from_http(res)
 }
 
+/// The cron trigger that also purges what has expired (wrangler.toml); the every-minute one
+/// runs the automations that are due.
+const PURGE_CRON: &str = "*/5 * * * *";
+
 #[event(scheduled)]
-async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let Ok(edge) = Edge::from_env(&env) else {
         worker::console_error!("scheduled: the Worker is misconfigured");
         return;
     };
+    if event.cron() == PURGE_CRON {
+        purge(&edge).await;
+        return;
+    }
+    // The tick's own time, not the clock: a retried tick claims what was due then.
+    let at = event.schedule() as i64;
+    match tether_functions::api::automations::tick(&edge, at).await {
+        Ok(t) => {
+            if t.orgs > 0 {
+                worker::console_log!(
+                    "scheduled: automations in {} orgs: {} sessions started, {} runs failed",
+                    t.orgs,
+                    t.dispatched,
+                    t.failed
+                );
+            }
+            for e in t.errors {
+                worker::console_error!("scheduled: automations: {e}");
+            }
+        }
+        Err(e) => worker::console_error!("scheduled: automations failed: {e}"),
+    }
+}
+
+/// Drops revoked keys and hosts past their retention, expired pairing codes and old webhook
+/// delivery ids.
+async fn purge(edge: &Edge) {
     let now = tether_durable::time::now_ms();
     let cutoff = now - REVOKED_KEY_RETENTION_MS;
     match tether_functions::directory::purge_revoked_keys(edge.db(), cutoff).await {

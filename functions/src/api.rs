@@ -2,6 +2,7 @@
 //! submodules (one per resource).
 
 mod auth_routes;
+pub mod automations;
 mod hosts;
 mod keys;
 mod mcp;
@@ -48,12 +49,19 @@ fn method_not_allowed(allowed: &str) -> Result<Response, ApiError> {
 
 async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> {
     let path = req.uri().path();
-    let segs: Vec<&str> = path
+    // Segments are split first, then percent-decoded: `/v1/automations/Nightly%20triage`
+    // names "Nightly triage", and an encoded `/` stays inside its segment.
+    let decoded = path
         .strip_prefix('/')
         .unwrap_or(path)
         .trim_end_matches('/')
         .split('/')
-        .collect();
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            ApiError::bad_request("bad_path", "the path is not UTF-8 once percent-decoded")
+        })?;
+    let segs: Vec<&str> = decoded.iter().map(AsRef::as_ref).collect();
     let m = req.method();
 
     // Routes that authenticate by other means than a member's credential.
@@ -127,15 +135,23 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
     let host_route = match (segs.as_slice(), m) {
         (["v1", "hosts", _, "links"], &Method::POST)
         | (["v1", "hosts", _, "links", _], &Method::DELETE)
-        | (["v1", "hosts", _, "sessions", _, "status"], &Method::POST)
+        | (["v1", "hosts", _, "sessions", _, "status" | "progress"], &Method::POST)
+        | (["v1", "hosts", _, "sessions", _, "task"], &Method::PATCH)
         | (["v1", "hosts", _, "policy-decisions"], &Method::POST) => true,
         (
             ["v1", "hosts", _, "links", _]
-            | ["v1", "hosts", _, "sessions", _, "status"]
+            | [
+                "v1",
+                "hosts",
+                _,
+                "sessions",
+                _,
+                "status" | "progress" | "task",
+            ]
             | ["v1", "hosts", _, "policy-decisions"],
             _,
         ) => {
-            return method_not_allowed("POST or DELETE with a host token");
+            return method_not_allowed("POST, PATCH or DELETE with a host token");
         }
         _ => false,
     };
@@ -151,6 +167,12 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
             }
             ["v1", "hosts", id, "sessions", sid, "status"] => {
                 sessions::report(app, &host, id, sid, req).await
+            }
+            ["v1", "hosts", id, "sessions", sid, "progress"] => {
+                sessions::progress(app, &host, id, sid, req).await
+            }
+            ["v1", "hosts", id, "sessions", sid, "task"] => {
+                sessions::update_own_task(app, &host, id, sid, req).await
             }
             ["v1", "hosts", id, "policy-decisions"] => {
                 policy_decisions::report(app, &host, id, req).await
@@ -240,6 +262,34 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
         (["v1", "policy-decisions"], Method::GET) => policy_decisions::list(app, p, req).await,
         (["v1", "mcp", "audit"], Method::GET) => mcp::audit(app, p, req).await,
 
+        (["v1", "automations"], Method::GET) => automations::list(app, p, req).await,
+        (["v1", "automations"], Method::POST) => automations::create(app, p, req).await,
+        (["v1", "automations", key], Method::GET) => automations::get(app, p, key).await,
+        (["v1", "automations", key], Method::PATCH) => automations::update(app, p, key, req).await,
+        (["v1", "automations", key], Method::DELETE) => automations::delete(app, p, key).await,
+        (["v1", "automations", key, "pause"], Method::POST) => {
+            automations::pause(app, p, key).await
+        }
+        (["v1", "automations", key, "resume"], Method::POST) => {
+            automations::resume(app, p, key).await
+        }
+        (["v1", "automations", key, "run"], Method::POST) => automations::run(app, p, key).await,
+        (["v1", "automations", key, "runs"], Method::GET) => {
+            automations::runs(app, p, key, req).await
+        }
+        (["v1", "automations", key, "prompt"], Method::GET) => {
+            automations::prompt(app, p, key, req).await
+        }
+        (["v1", "automations", key, "prompt"], Method::PUT) => {
+            automations::set_prompt(app, p, key, req).await
+        }
+        (["v1", "automations", key, "prompts"], Method::GET) => {
+            automations::prompts(app, p, key).await
+        }
+        (["v1", "automations", key, "prompt", "rollback"], Method::POST) => {
+            automations::rollback(app, p, key, req).await
+        }
+
         (["v1", "webhooks"], Method::GET) => webhooks::list(app, p).await,
         (["v1", "webhooks"], Method::POST) => webhooks::create(app, p, req).await,
         (["v1", "webhooks", id], Method::GET) => webhooks::get(app, p, id).await,
@@ -251,7 +301,8 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
             [
                 "v1",
                 "me" | "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks"
-                | "hosts" | "sessions" | "policies" | "policy-decisions" | "webhooks",
+                | "hosts" | "sessions" | "policies" | "policy-decisions" | "webhooks"
+                | "automations",
             ],
             _,
         )
@@ -259,7 +310,7 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
             [
                 "v1",
                 "orgs" | "members" | "api-keys" | "projects" | "task-statuses" | "tasks" | "hosts"
-                | "sessions" | "policies" | "webhooks",
+                | "sessions" | "policies" | "webhooks" | "automations",
                 _,
             ],
             _,
@@ -275,6 +326,13 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
             | ["v1", "sessions", _, "input" | "resize" | "stop"]
             | ["v1", "policies", _, "wasm"]
             | ["v1", "webhooks", _, "rotate"]
+            | [
+                "v1",
+                "automations",
+                _,
+                "pause" | "resume" | "run" | "runs" | "prompt" | "prompts",
+            ]
+            | ["v1", "automations", _, "prompt", "rollback"]
             | ["v1", "mcp", "audit"],
             _,
         ) => method_not_allowed("a method this resource supports (see /v1/openapi.json)"),
@@ -399,7 +457,7 @@ fn own_org(p: &Principal, id: &str) -> Result<(), ApiError> {
 
 mod doc {
     use super::{
-        auth_routes, hosts, keys, mcp, members, org_data, orgs, pairing, policies,
+        auth_routes, automations, hosts, keys, mcp, members, org_data, orgs, pairing, policies,
         policy_decisions, sessions, webhooks,
     };
     use crate::public;
@@ -475,12 +533,17 @@ mod doc {
             pairing::create, pairing::status, pairing::approve,
             hosts::list, hosts::get, hosts::info, hosts::command, hosts::speedtest, hosts::revoke, hosts::nonce, hosts::token,
             sessions::create, sessions::list, sessions::get, sessions::input, sessions::resize, sessions::stop,
-            sessions::link, sessions::unlink, sessions::links, sessions::report, sessions::worktrees,
+            sessions::link, sessions::unlink, sessions::links, sessions::report, sessions::progress,
+            sessions::update_own_task, sessions::worktrees,
             policies::list, policies::get, policies::wasm, policies::put, policies::update, policies::delete,
             policy_decisions::report, policy_decisions::list,
             mcp::audit,
             webhooks::list, webhooks::get, webhooks::create, webhooks::update, webhooks::delete,
             webhooks::rotate, webhooks::deliver,
+            automations::list, automations::create, automations::get, automations::update,
+            automations::delete, automations::pause, automations::resume, automations::run,
+            automations::runs, automations::prompt, automations::set_prompt, automations::prompts,
+            automations::rollback,
         ),
         modifiers(&Security),
     )]

@@ -61,6 +61,19 @@ pub enum Credential {
 }
 
 impl Principal {
+    /// One of the org's machines acting through its host token (the daemon's local MCP server
+    /// for its agents): a member's rights, never an admin's, recorded as the host itself.
+    pub fn for_host(host: &HostPrincipal) -> Self {
+        Self {
+            org_id: host.org_id.clone(),
+            member_id: host.host_id.clone(),
+            user_id: String::new(),
+            role: Role::Member,
+            key_id: host.host_id.clone(),
+            credential: Credential::Token,
+        }
+    }
+
     /// 403 unless the caller's role is at least `role`.
     pub fn require(&self, role: Role) -> Result<(), ApiError> {
         if self.role >= role {

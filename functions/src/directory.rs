@@ -2,6 +2,7 @@
 //! and connect nonces in [`hosts`]. Every query that reads org rows names the caller's org, so
 //! another org's rows cannot come back.
 
+pub mod automations;
 pub mod hosts;
 pub mod webhooks;
 

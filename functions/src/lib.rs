@@ -35,4 +35,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_webhooks.sql",
         include_str!("../migrations/0003_webhooks.sql"),
     ),
+    (
+        "0004_automations.sql",
+        include_str!("../migrations/0004_automations.sql"),
+    ),
 ];

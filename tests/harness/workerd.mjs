@@ -34,6 +34,9 @@ const mf = new Miniflare({
   d1Persist: persist && join(persist, "d1"),
   durableObjectsPersist: persist && join(persist, "do"),
   cachePersist: false,
+  // Tests fire the cron with `GET /cdn-cgi/handler/scheduled?cron=...&time=<ms>` (a tick at a
+  // chosen time); this harness only ever listens on 127.0.0.1.
+  unsafeTriggerHandlers: true,
   verbose: !!process.env.VERBOSE,
 });
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 /// Deserialises a field that may be absent (leave as is), `null` (clear) or a value (set).
-pub(crate) fn patch<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+pub fn patch<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)

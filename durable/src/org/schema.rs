@@ -147,6 +147,61 @@ CREATE TABLE mcp_calls (
 );
 INSERT INTO counters (name, value) VALUES ('mcp_call_count', 0);
 ",
+    r"
+ALTER TABLE sessions ADD COLUMN progress_message TEXT;
+ALTER TABLE sessions ADD COLUMN progress_percent INTEGER;
+ALTER TABLE sessions ADD COLUMN progress_at INTEGER;
+",
+    r"
+CREATE TABLE automations (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    rrule TEXT NOT NULL,
+    timezone TEXT NOT NULL,
+    -- The first occurrence, local time in the zone, as given.
+    starts_at TEXT NOT NULL,
+    -- Where occurrences are counted from now: starts_at, then each claimed occurrence.
+    anchor TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    base_branch TEXT,
+    prompt_version INTEGER NOT NULL,
+    paused INTEGER NOT NULL,
+    next_run_at INTEGER,
+    last_run_at INTEGER,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX automations_name ON automations (name COLLATE NOCASE);
+CREATE INDEX automations_due ON automations (paused, next_run_at);
+
+CREATE TABLE automation_prompts (
+    automation_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    prompt TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (automation_id, version)
+);
+
+CREATE TABLE automation_runs (
+    id TEXT PRIMARY KEY,
+    automation_id TEXT NOT NULL,
+    via TEXT NOT NULL CHECK (via IN ('schedule', 'manual')),
+    scheduled_for INTEGER,
+    status TEXT NOT NULL CHECK (status IN ('dispatching', 'dispatched', 'failed')),
+    session_id TEXT,
+    error TEXT,
+    prompt_version INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    finished_at INTEGER
+);
+CREATE INDEX automation_runs_of ON automation_runs (automation_id, id);
+CREATE INDEX automation_runs_open ON automation_runs (status, created_at);
+INSERT INTO counters (name, value) VALUES ('automation_schedule', 0);
+",
 ];
 
 #[derive(serde::Deserialize)]

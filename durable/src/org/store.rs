@@ -1,5 +1,6 @@
 //! The org store: every [`OrgOp`] as SQL over [`Sql`], each call in one transaction.
 
+mod automations;
 mod mcp_audit;
 mod policies;
 mod sessions;
@@ -305,6 +306,30 @@ impl<'a, S: Sql> Store<'a, S> {
                 host_id,
                 update,
             } => json(self.update_session(&id, host_id.as_deref(), update, now)?),
+            OrgOp::ReportProgress {
+                id,
+                host_id,
+                report,
+            } => json(self.report_progress(&id, &host_id, report, now)?),
+            OrgOp::ListAutomations(q) => json(self.list_automations(&q)?),
+            OrgOp::GetAutomation { key } => json(self.automation(&key)?),
+            OrgOp::CreateAutomation(a) => json(self.create_automation(a, &actor, now)?),
+            OrgOp::UpdateAutomation { key, patch } => {
+                json(self.update_automation(&key, patch, now)?)
+            }
+            OrgOp::DeleteAutomation { key } => self.delete_automation(&key).and_then(json),
+            OrgOp::SetAutomationPaused { key, paused } => json(self.set_paused(&key, paused, now)?),
+            OrgOp::ListPromptVersions { key } => json(self.prompt_versions(&key)?),
+            OrgOp::GetPromptVersion { key, version } => json(self.prompt_version(&key, version)?),
+            OrgOp::SetPrompt { key, prompt } => json(self.set_prompt(&key, &prompt, &actor, now)?),
+            OrgOp::RollbackPrompt { key, version } => {
+                json(self.rollback_prompt(&key, version, now)?)
+            }
+            OrgOp::ClaimDueAutomations { at } => json(self.claim_due(at)?),
+            OrgOp::StartManualRun { key } => json(self.start_manual_run(&key, now)?),
+            OrgOp::FinishRun { run_id, outcome } => json(self.finish_run(&run_id, outcome, now)?),
+            OrgOp::ListRuns { key, page } => json(self.list_runs(&key, &page)?),
+            OrgOp::ScheduleState => json(self.schedule_state()?),
             OrgOp::ListPolicies => json(self.list_policies()?),
             OrgOp::GetPolicy { name } => json(self.policy(&name)?),
             OrgOp::PutPolicy(p) => json(self.put_policy(p, &actor, now)?),
@@ -321,7 +346,8 @@ impl<'a, S: Sql> Store<'a, S> {
             OrgOp::ListToolCalls(q) => json(self.list_tool_calls(&q)?),
             OrgOp::Destroy => {
                 self.sql.execute_script(
-                    "DROP TABLE mcp_calls; DROP TABLE policy_decisions; DROP TABLE org_policies;
+                    "DROP TABLE automation_runs; DROP TABLE automation_prompts; DROP TABLE automations;
+                     DROP TABLE mcp_calls; DROP TABLE policy_decisions; DROP TABLE org_policies;
                      DROP TABLE sessions; DROP TABLE project_links; DROP TABLE streams; DROP TABLE tasks; DROP TABLE task_statuses; DROP TABLE projects;
                      DROP TABLE counters; DELETE FROM meta;
                      INSERT INTO meta (key, value) VALUES ('destroyed', '1');",

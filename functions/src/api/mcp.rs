@@ -3,7 +3,8 @@
 //! A POST carries one JSON-RPC message or a batch; requests are answered in the response body,
 //! notifications and responses alone get 202. There is no SSE stream (GET is 405) and no
 //! session: every request authenticates like the REST API (`X-API-Key` or `Authorization:
-//! Bearer`, an API key or a token). The protocol types are rmcp's; the dispatch is ours, since
+//! Bearer`, an API key or a token), or with a machine's host token: the daemon's local MCP
+//! server for the agents it runs calls these tools with member rights, recorded as the host. The protocol types are rmcp's; the dispatch is ours, since
 //! rmcp's HTTP transport does not run on Workers.
 //!
 //! The tools ([`tools`]) call the REST handlers' own functions in process, so they answer
@@ -12,8 +13,8 @@
 
 mod tools;
 
-use super::{authenticate, org_call};
-use crate::auth::{Principal, Role};
+use super::{authenticate_member_or_host, org_call};
+use crate::auth::{Bearer, Principal, Role};
 use crate::backend::Backend;
 use crate::error::ApiError;
 use crate::http::{self as h, MAX_BODY, Request, Response};
@@ -56,7 +57,10 @@ pub async fn serve(app: &impl Backend, req: &Request) -> Result<Response, ApiErr
         return Ok(res);
     }
     check_origin(req)?;
-    let p = authenticate(app, req).await?;
+    let p = match authenticate_member_or_host(app, req).await? {
+        Bearer::Member(p) => p,
+        Bearer::Host(host) => Principal::for_host(&host),
+    };
     check_headers(req)?;
     if req.body().len() > MAX_BODY {
         return Err(h::too_large(MAX_BODY));

@@ -19,10 +19,10 @@ use http::StatusCode;
 use serde::Deserialize;
 use tether_durable::error::ErrorBody;
 use tether_durable::org::OrgOp;
-use tether_durable::org::model::{Page, Task};
+use tether_durable::org::model::{Page, Task, UpdateTask};
 use tether_durable::session::{
-    self, Input, NewSession, ProjectLink, Resize, Session, SessionQuery, SessionStatus,
-    SessionUpdate, Size, StartSession, Stop, TaskRef,
+    self, Input, NewSession, ProgressReport, ProjectLink, Resize, Session, SessionQuery,
+    SessionStatus, SessionUpdate, Size, StartSession, Stop, TaskRef,
 };
 use tether_durable::stream::Offset;
 use tether_durable::time::now_ms;
@@ -785,6 +785,79 @@ pub async fn report(
     )
     .await?;
     Ok(h::json_bytes(StatusCode::OK, body))
+}
+
+/// The agent of one of the host's running sessions reports its progress (host token; the
+/// daemon's local MCP server for that agent).
+#[utoipa::path(post, path = "/v1/hosts/{id}/sessions/{session}/progress", tag = "sessions",
+    params(("id" = String, Path), ("session" = String, Path)), request_body = ProgressReport,
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "the session is not running"),
+              (status = 422, body = ErrorBody)),
+    security(("host_token" = [])))]
+pub async fn progress(
+    app: &impl Backend,
+    host: &HostPrincipal,
+    id: &str,
+    session_id: &str,
+    req: &Request,
+) -> Result<Response, ApiError> {
+    own_host(host, id)?;
+    let report: ProgressReport = h::body(req)?;
+    let body = host_call(
+        app,
+        host,
+        OrgOp::ReportProgress {
+            id: session_id.to_owned(),
+            host_id: host.host_id.clone(),
+            report,
+        },
+    )
+    .await?;
+    Ok(h::json_bytes(StatusCode::OK, body))
+}
+
+/// The agent of one of the host's sessions updates the task it was started for (host token;
+/// the daemon's local MCP server for that agent). 409 `no_task` for a session without one.
+#[utoipa::path(patch, path = "/v1/hosts/{id}/sessions/{session}/task", tag = "sessions",
+    params(("id" = String, Path), ("session" = String, Path)), request_body = UpdateTask,
+    responses((status = 200, body = Task), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("host_token" = [])))]
+pub async fn update_own_task(
+    app: &impl Backend,
+    host: &HostPrincipal,
+    id: &str,
+    session_id: &str,
+    req: &Request,
+) -> Result<Response, ApiError> {
+    own_host(host, id)?;
+    let patch: UpdateTask = h::body(req)?;
+    let s: Session = serde_json::from_slice(
+        &host_call(
+            app,
+            host,
+            OrgOp::GetSession {
+                id: session_id.to_owned(),
+            },
+        )
+        .await?,
+    )
+    .map_err(|e| ApiError::internal(&e))?;
+    if s.host_id != host.host_id {
+        return Err(ApiError::not_found("session"));
+    }
+    let Some(task) = s.task_id else {
+        return Err(ApiError::conflict(
+            "no_task",
+            "this session was started without a task",
+        ));
+    };
+    let p = Principal::for_host(host);
+    Ok(h::json_bytes(
+        StatusCode::OK,
+        super::org_data::update_task_with(app, &p, &task, patch).await?,
+    ))
 }
 
 /// The host's worktrees, answered by its daemon through the tunnel.

@@ -1960,6 +1960,7 @@ fn sessions_start_on_a_linked_host_and_hosts_report_only_their_own() {
     );
 }
 
+mod automations;
 mod mcp;
 mod policies;
 mod webhooks;

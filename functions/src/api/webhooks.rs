@@ -15,10 +15,11 @@ use crate::error::ApiError;
 use crate::http::{self as h, MAX_BODY, Request, Response};
 use crate::webhooks::{self, Outcome, Provider, Rejection, Rules, TaskDraft};
 use http::StatusCode;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tether_durable::error::{ErrorBody, ErrorDetail};
 use tether_durable::org::OrgOp;
+use tether_durable::org::model::patch;
 use tether_durable::org::model::{CreateTask, Project, Task};
 use tether_durable::session::Session;
 use tether_durable::time::now_ms;
@@ -87,12 +88,6 @@ pub struct Delivered {
     /// For `ignored`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-}
-
-fn patch<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

@@ -4,7 +4,8 @@ use super::{Count, Store, decode_cursor, page_limit, paginate};
 use crate::error::StoreError;
 use crate::org::model::{CreateProject, Page, Project};
 use crate::session::{
-    self, NewSession, ProjectLink, Session, SessionQuery, SessionStatus, SessionUpdate,
+    self, NewSession, Progress, ProgressReport, ProjectLink, Session, SessionQuery, SessionStatus,
+    SessionUpdate,
 };
 use crate::sql::{Sql, SqlValue};
 use crate::time::rfc3339;
@@ -65,6 +66,9 @@ struct SessionRow {
     started_at: Option<i64>,
     ended_at: Option<i64>,
     start_by: i64,
+    progress_message: Option<String>,
+    progress_percent: Option<i64>,
+    progress_at: Option<i64>,
 }
 
 impl From<SessionRow> for Session {
@@ -90,6 +94,14 @@ impl From<SessionRow> for Session {
             started_at: r.started_at.map(rfc3339),
             ended_at: r.ended_at.map(rfc3339),
             start_by: rfc3339(r.start_by),
+            progress: match (r.progress_message, r.progress_at) {
+                (Some(message), Some(at)) => Some(Progress {
+                    message,
+                    percent: r.progress_percent.and_then(|p| u8::try_from(p).ok()),
+                    at: rfc3339(at),
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -374,6 +386,47 @@ impl<S: Sql> Store<'_, S> {
                 clip(u.worktree, PATH_MAX).into(),
                 started.into(),
                 ended.into(),
+                id.into(),
+            ],
+        )?;
+        self.session(id, now)
+    }
+
+    /// The agent of host `host_id`'s session `id` says how far it got (only while it runs).
+    pub(super) fn report_progress(
+        &self,
+        id: &str,
+        host_id: &str,
+        report: ProgressReport,
+        now: i64,
+    ) -> Result<Session, StoreError> {
+        let current = self.session(id, now)?;
+        if current.host_id != host_id {
+            return Err(StoreError::NotFound { what: "session" });
+        }
+        if !matches!(
+            current.status,
+            SessionStatus::Starting | SessionStatus::Running
+        ) {
+            return Err(StoreError::Conflict {
+                code: "session_not_running",
+                message: format!("the session is {}", current.status.as_str()),
+            });
+        }
+        let message = validate::text("message", &report.message, session::MAX_PROGRESS)?;
+        if message.trim().is_empty() {
+            return Err(StoreError::invalid("message", "must not be empty"));
+        }
+        if report.percent.is_some_and(|p| p > 100) {
+            return Err(StoreError::invalid("percent", "0 to 100"));
+        }
+        self.sql.execute(
+            "UPDATE sessions SET progress_message = ?, progress_percent = ?, progress_at = ?
+             WHERE id = ?",
+            &[
+                message.into(),
+                report.percent.map(i64::from).into(),
+                now.into(),
                 id.into(),
             ],
         )?;

@@ -651,5 +651,6 @@ fn a_queued_session_fails_when_its_host_never_comes() {
     assert!(page.data.iter().all(|s| s.host_id == HOST_B));
 }
 
+mod automations;
 mod mcp_audit;
 mod policies;

@@ -2,6 +2,7 @@
 //! which goes through the same function as the REST route it mirrors, so the caps, checks and
 //! answers are the API's own.
 
+use super::super::automations::{self, CreateAutomation, UpdateAutomation};
 use super::super::sessions::{self, InputRequest, StartRequest, StopRequest};
 use super::super::{hosts, org_call, org_data};
 use crate::auth::Principal;
@@ -81,6 +82,53 @@ struct TerminalRead {
     offset: Option<u64>,
     /// At most this many bytes, 1 to 65536 (the default).
     max_bytes: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct AutomationKey {
+    /// An automation id (`aut_...`) or name.
+    automation: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+struct AutomationChange {
+    /// An automation id (`aut_...`) or name.
+    automation: String,
+    /// The fields to change; the others stay as they are.
+    #[serde(flatten)]
+    patch: UpdateAutomation,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct AutomationLogs {
+    /// An automation id (`aut_...`) or name.
+    automation: String,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// 1 to 200, default 50.
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct PromptGet {
+    /// An automation id (`aut_...`) or name.
+    automation: String,
+    /// A version number (default: the active one).
+    version: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct PromptSet {
+    /// An automation id (`aut_...`) or name.
+    automation: String,
+    /// A new prompt (at most 20 000 characters): saved as the next version, made active.
+    prompt: Option<String>,
+    /// Or: an earlier version to make active again (a rollback).
+    rollback_to: Option<i64>,
 }
 
 /// One tool: its name, what it does, and its input type's schema.
@@ -181,6 +229,61 @@ const TOOLS: &[Spec] = &[
         name: "terminals_send_input",
         description: "Type text into a running session's terminal.",
         schema: schema::<SessionInput>,
+    },
+    Spec {
+        name: "automations_create",
+        description: "Schedule an agent: an RRULE (e.g. FREQ=WEEKLY;BYDAY=MO;BYHOUR=9) read in an IANA time zone, a project, a host (or any), an agent preset and a prompt. Answers the automation with its next run.",
+        schema: schema::<CreateAutomation>,
+    },
+    Spec {
+        name: "automations_list",
+        description: "The org's automations with their rules, next runs and active prompts; page with `cursor`.",
+        schema: schema::<PageQuery>,
+    },
+    Spec {
+        name: "automations_get",
+        description: "Get an automation by id or name.",
+        schema: schema::<AutomationKey>,
+    },
+    Spec {
+        name: "automations_update",
+        description: "Change an automation's name, rule, time zone, start, project, host, agent or base branch (the prompt changes with automations_set_prompt).",
+        schema: schema::<AutomationChange>,
+    },
+    Spec {
+        name: "automations_delete",
+        description: "Delete an automation with its prompt versions and run log.",
+        schema: schema::<AutomationKey>,
+    },
+    Spec {
+        name: "automations_pause",
+        description: "Pause an automation: no runs until it is resumed.",
+        schema: schema::<AutomationKey>,
+    },
+    Spec {
+        name: "automations_resume",
+        description: "Resume an automation at its next occurrence (missed ones are not run).",
+        schema: schema::<AutomationKey>,
+    },
+    Spec {
+        name: "automations_run",
+        description: "Run an automation now: starts its session and answers the run (with the session id, or why it failed).",
+        schema: schema::<AutomationKey>,
+    },
+    Spec {
+        name: "automations_logs",
+        description: "An automation's runs, newest first: when, scheduled or manual, the session started or the error.",
+        schema: schema::<AutomationLogs>,
+    },
+    Spec {
+        name: "automations_get_prompt",
+        description: "An automation's prompt: the active version, or the version asked for.",
+        schema: schema::<PromptGet>,
+    },
+    Spec {
+        name: "automations_set_prompt",
+        description: "Give an automation a new prompt (saved as a new version) or roll back to an earlier version with `rollback_to`.",
+        schema: schema::<PromptSet>,
     },
 ];
 
@@ -302,6 +405,74 @@ async fn run(
                 data_base64: None,
             };
             sessions::send_input(app, p, &s.session_id, input).await
+        }
+        "automations_create" => json(&automations::create_with(app, p, args(a)?).await?),
+        "automations_list" => org_call(app, p, OrgOp::ListAutomations(args(a)?)).await,
+        "automations_get" => {
+            let k: AutomationKey = args(a)?;
+            org_call(app, p, OrgOp::GetAutomation { key: k.automation }).await
+        }
+        "automations_update" => {
+            let c: AutomationChange = args(a)?;
+            json(&automations::update_with(app, p, &c.automation, c.patch).await?)
+        }
+        "automations_delete" => {
+            let k: AutomationKey = args(a)?;
+            automations::delete_with(app, p, &k.automation).await?;
+            json(&serde_json::json!({ "deleted": k.automation }))
+        }
+        "automations_pause" | "automations_resume" => {
+            let k: AutomationKey = args(a)?;
+            let paused = name == "automations_pause";
+            json(&automations::set_paused(app, p, &k.automation, paused).await?)
+        }
+        "automations_run" => {
+            let k: AutomationKey = args(a)?;
+            json(&automations::run_now(app, p, &k.automation).await?)
+        }
+        "automations_logs" => {
+            let l: AutomationLogs = args(a)?;
+            let page = PageQuery {
+                cursor: l.cursor,
+                limit: l.limit,
+            };
+            org_call(
+                app,
+                p,
+                OrgOp::ListRuns {
+                    key: l.automation,
+                    page,
+                },
+            )
+            .await
+        }
+        "automations_get_prompt" => {
+            let g: PromptGet = args(a)?;
+            let op = OrgOp::GetPromptVersion {
+                key: g.automation,
+                version: g.version,
+            };
+            org_call(app, p, op).await
+        }
+        "automations_set_prompt" => {
+            let s: PromptSet = args(a)?;
+            let op = match (s.prompt, s.rollback_to) {
+                (Some(prompt), None) => OrgOp::SetPrompt {
+                    key: s.automation,
+                    prompt,
+                },
+                (None, Some(version)) => OrgOp::RollbackPrompt {
+                    key: s.automation,
+                    version,
+                },
+                _ => {
+                    return Err(ApiError::invalid(
+                        "prompt",
+                        "give either `prompt` (a new version) or `rollback_to` (an earlier one)",
+                    ));
+                }
+            };
+            org_call(app, p, op).await
         }
         _ => Err(ApiError::internal(&format!("tool {name} has no call"))),
     }

@@ -1,7 +1,9 @@
 //! The MCP server at `/mcp` through the router: the protocol, the tools against the REST
 //! API's own rules, isolation, and the audit trail.
 
-use super::{App, add_member, app, call, futures_lite_block_on, owner, second_org};
+use super::{
+    App, add_member, app, call, connect, futures_lite_block_on, machine, owner, pair, second_org,
+};
 use crate::api::handle;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -62,7 +64,7 @@ fn tool(app: &App, key: &str, name: &str, args: Value) -> (bool, Value) {
     )
 }
 
-const TOOLS: [&str; 16] = [
+const TOOLS: [&str; 27] = [
     "tasks_create",
     "tasks_list",
     "tasks_get",
@@ -79,6 +81,17 @@ const TOOLS: [&str; 16] = [
     "sessions_stop",
     "terminals_read",
     "terminals_send_input",
+    "automations_create",
+    "automations_list",
+    "automations_get",
+    "automations_update",
+    "automations_delete",
+    "automations_pause",
+    "automations_resume",
+    "automations_run",
+    "automations_logs",
+    "automations_get_prompt",
+    "automations_set_prompt",
 ];
 
 #[test]
@@ -606,4 +619,225 @@ fn a_failed_audit_write_does_not_fail_the_call() {
         ["tasks_get"],
         "the lost record is lost, nothing else"
     );
+}
+
+#[test]
+fn a_machine_calls_the_tools_as_itself_and_speaks_for_its_own_sessions_only() {
+    let app = app();
+    let key = owner(&app);
+    let (m1, m2) = (machine(1), machine(2));
+    let (h1, h2) = (pair(&app, &key, &m1), pair(&app, &key, &m2));
+    let (t1, t2) = (connect(&app, &m1, &h1), connect(&app, &m2, &h2));
+
+    // A host token drives the same tools, with a member's rights, recorded as the host.
+    let (err, task) = tool(&app, &t1, "tasks_create", json!({"title": "Fix login"}));
+    assert!(!err, "{task}");
+    let (err, listed) = tool(&app, &t1, "tasks_list", json!({}));
+    assert!(
+        !err && listed["data"][0]["slug"] == task["slug"],
+        "{listed}"
+    );
+    let (_, page) = call(&app, "GET", "/v1/mcp/audit", Some(&key), None);
+    assert_eq!(page["calls"][0]["member_id"], h1.as_str(), "{page}");
+    // Another org's machine sees nothing of this org.
+    let other = second_org(&app, &key);
+    let m3 = machine(3);
+    let h3 = pair(&app, &other, &m3);
+    let t3 = connect(&app, &m3, &h3);
+    let (err, e) = tool(&app, &t3, "tasks_get", json!({"id_or_slug": task["id"]}));
+    assert!(err && e["error"]["code"] == "not_found", "{e}");
+
+    // A session with the task on h1.
+    call(
+        &app,
+        "POST",
+        &format!("/v1/hosts/{h1}/links"),
+        Some(&t1),
+        Some(json!({"project": "app", "path": "/src/app", "create": true})),
+    );
+    let start = |body: Value| call(&app, "POST", "/v1/sessions", Some(&key), Some(body));
+    let (s, ses) =
+        start(json!({"project": "app", "agent": "claude", "host": h1, "task": task["slug"]}));
+    assert_eq!(s, 201, "{ses}");
+    let id = ses["id"].as_str().unwrap();
+    let progress = |token: &str, host: &str, body: Value| {
+        call(
+            &app,
+            "POST",
+            &format!("/v1/hosts/{host}/sessions/{id}/progress"),
+            Some(token),
+            Some(body),
+        )
+    };
+    let said = json!({"message": "tests pass", "percent": 60});
+    // Not running yet.
+    assert_eq!(
+        progress(&t1, &h1, said.clone()).1["error"]["code"],
+        "session_not_running"
+    );
+    call(
+        &app,
+        "POST",
+        &format!("/v1/hosts/{h1}/sessions/{id}/status"),
+        Some(&t1),
+        Some(json!({"status": "running", "at_ms": 1})),
+    );
+    let (s, r) = progress(&t1, &h1, said.clone());
+    assert_eq!(s, 200, "{r}");
+    let (_, got) = call(&app, "GET", &format!("/v1/sessions/{id}"), Some(&key), None);
+    assert_eq!(
+        (&got["progress"]["message"], &got["progress"]["percent"]),
+        (&json!("tests pass"), &json!(60)),
+        "{got}"
+    );
+    assert!(got["progress"]["at"].is_string());
+    // Only its own host, only its own id in the path, and within the caps.
+    assert_eq!(progress(&t2, &h2, said.clone()).0, 404);
+    assert_eq!(progress(&t2, &h1, said.clone()).0, 403);
+    assert_eq!(progress(&key, &h1, said.clone()).0, 401);
+    for bad in [
+        json!({"message": ""}),
+        json!({"message": "x".repeat(2001)}),
+        json!({"message": "ok", "percent": 101}),
+        json!({"message": "ok", "extra": 1}),
+    ] {
+        assert_eq!(progress(&t1, &h1, bad.clone()).0, 422, "{bad}");
+    }
+
+    // The session's task, through the session.
+    let update = |token: &str, host: &str, sid: &str, body: Value| {
+        call(
+            &app,
+            "PATCH",
+            &format!("/v1/hosts/{host}/sessions/{sid}/task"),
+            Some(token),
+            Some(body),
+        )
+    };
+    let (_, statuses) = call(&app, "GET", "/v1/task-statuses", Some(&key), None);
+    let done = statuses
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["category"] == "completed")
+        .unwrap()["id"]
+        .clone();
+    let (s, t) = update(&t1, &h1, id, json!({"status_id": done}));
+    assert_eq!((s, &t["status"]["id"]), (200, &done), "{t}");
+    assert_eq!(update(&t2, &h2, id, json!({"title": "x"})).0, 404);
+    assert_eq!(update(&t1, &h1, id, json!({"bogus": 1})).0, 422);
+    let (_, bare) = start(json!({"project": "app", "agent": "claude", "host": h1, "prompt": "hi"}));
+    let (s, e) = update(
+        &t1,
+        &h1,
+        bare["id"].as_str().unwrap(),
+        json!({"title": "x"}),
+    );
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("no_task")),
+        "{e}"
+    );
+}
+
+#[test]
+fn automation_tools_schedule_version_prompts_and_log_runs() {
+    let app = app();
+    let key = owner(&app);
+    call(
+        &app,
+        "POST",
+        "/v1/projects",
+        Some(&key),
+        Some(json!({"name": "app"})),
+    );
+    let (err, a) = tool(
+        &app,
+        &key,
+        "automations_create",
+        json!({"name": "weekly", "rrule": "FREQ=WEEKLY;BYDAY=MO;BYHOUR=9", "timezone": "America/New_York",
+               "project": "app", "agent": "codex", "prompt": "Update dependencies."}),
+    );
+    assert!(!err, "{a}");
+    assert!(a["next_run_at"].is_string() && a["host"] == "any", "{a}");
+    let (err, v2) = tool(
+        &app,
+        &key,
+        "automations_set_prompt",
+        json!({"automation": "weekly", "prompt": "Update and test."}),
+    );
+    assert!(!err && v2["version"] == 2, "{v2}");
+    let (err, e) = tool(
+        &app,
+        &key,
+        "automations_set_prompt",
+        json!({"automation": "weekly", "prompt": "x", "rollback_to": 1}),
+    );
+    assert!(err && e["error"]["code"] == "validation_failed", "{e}");
+    let (_, back) = tool(
+        &app,
+        &key,
+        "automations_set_prompt",
+        json!({"automation": "weekly", "rollback_to": 1}),
+    );
+    assert_eq!(
+        (back["version"].as_i64(), back["active"].as_bool()),
+        (Some(1), Some(true)),
+        "{back}"
+    );
+    let (_, v) = tool(
+        &app,
+        &key,
+        "automations_get_prompt",
+        json!({"automation": a["id"], "version": 2}),
+    );
+    assert_eq!(
+        (v["prompt"].as_str(), v["active"].as_bool()),
+        (Some("Update and test."), Some(false))
+    );
+    let (_, paused) = tool(
+        &app,
+        &key,
+        "automations_pause",
+        json!({"automation": "weekly"}),
+    );
+    assert_eq!(paused["paused"], true);
+    let (_, updated) = tool(
+        &app,
+        &key,
+        "automations_update",
+        json!({"automation": "weekly", "name": "monday"}),
+    );
+    assert_eq!(updated["name"], "monday");
+    // No host has the project: the run is recorded as failed with the reason.
+    let (err, run) = tool(
+        &app,
+        &key,
+        "automations_run",
+        json!({"automation": "monday"}),
+    );
+    assert!(!err && run["status"] == "failed", "{run}");
+    let (_, logs) = tool(
+        &app,
+        &key,
+        "automations_logs",
+        json!({"automation": "monday", "limit": 5}),
+    );
+    assert_eq!(logs["data"][0]["id"], run["id"]);
+    let (_, list) = tool(&app, &key, "automations_list", json!({}));
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(1));
+    let (err, _) = tool(
+        &app,
+        &key,
+        "automations_delete",
+        json!({"automation": "monday"}),
+    );
+    assert!(!err);
+    let (err, e) = tool(
+        &app,
+        &key,
+        "automations_get",
+        json!({"automation": "monday"}),
+    );
+    assert!(err && e["error"]["code"] == "not_found", "{e}");
 }
