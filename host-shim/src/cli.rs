@@ -5,6 +5,7 @@ mod doctor;
 mod hook;
 mod hosts;
 mod login;
+mod mcp;
 mod pair;
 mod ping;
 mod policy;
@@ -149,6 +150,22 @@ pub enum Command {
         /// Whose protocol: claude-code or codex.
         #[arg(long)]
         agent: String,
+    },
+    /// Serve MCP on stdin/stdout to an agent of a Tether session: what agents run.
+    ///
+    /// The daemon gives every agent it launches this server: Claude Code with --mcp-config,
+    /// Codex with -c overrides, any agent through the file named by $TETHER_MCP_CONFIG. It
+    /// offers the org's tools (the same as the server's /mcp: tasks, projects, members, hosts,
+    /// worktrees, sessions, terminals, ...) and two for the agent's own session:
+    /// session_report_progress and session_update_task. It holds no credentials: every request
+    /// goes to the daemon's control socket (in the state folder, $TETHER_STATE_DIR), which
+    /// answers only for the sessions it runs and calls the server with the host's token.
+    /// Without a running daemon it lists the two session tools, and every call answers an
+    /// error saying so.
+    Mcp {
+        /// The session (ses_...). Default: $TETHER_SESSION_ID, which the daemon sets.
+        #[arg(long, env = "TETHER_SESSION_ID")]
+        session: Option<String>,
     },
     /// Install, remove or check Tether's entries in the agents' hook settings
     /// (~/.claude/settings.json, ~/.codex/hooks.json). The daemon installs them when it starts
@@ -336,6 +353,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Worktrees { command } => worktrees::worktrees(&paths()?, command).await,
         Command::Policy { command } => policy::policy(&paths()?, command).await,
         Command::Hook { agent } => Ok(hook::hook(&agent)),
+        Command::Mcp { session } => mcp::mcp(&paths()?, session).await,
         Command::Hooks { command } => hook::hooks(command),
     }
 }

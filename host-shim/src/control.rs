@@ -1,6 +1,7 @@
 //! The daemon's control socket (`<state dir>/control.sock`, a Unix socket only its owner can
-//! open): how `tether hook` asks the daemon's policies about an agent's event, and how
-//! `tether policy add|remove` make it reload them.
+//! open): how `tether hook` asks the daemon's policies about an agent's event, how
+//! `tether policy add|remove` make it reload them, and how an agent's `tether mcp` reaches the
+//! edge's tools through the daemon ([`crate::mcp`]).
 //!
 //! One request per connection: the client writes a JSON [`Request`] and closes its writing
 //! half; the daemon answers one JSON document and closes. The agent's environment is frozen
@@ -11,6 +12,8 @@
 use crate::guardrails::Guardrails;
 use crate::hooks::Agent;
 use crate::hooks::protocol::{self, Answer, Payload};
+use crate::mcp::McpAnswer;
+use crate::mcp::relay::Relay;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -40,6 +43,16 @@ pub enum Request {
     },
     /// Reload the policies; the answer is a [`Reloaded`].
     Reload,
+    /// An MCP request of the agent of session `session` (its `tether mcp`); the answer is an
+    /// [`McpAnswer`]. Refused unless the daemon runs that session.
+    Mcp {
+        session: String,
+        /// `tools/list` or `tools/call`.
+        method: String,
+        /// The request's `params` (`null` when it had none).
+        #[serde(default)]
+        params: serde_json::Value,
+    },
 }
 
 /// The answer to [`Request::Reload`].
@@ -53,7 +66,8 @@ pub struct Reloaded {
 
 /// What the daemon knows about the agents it runs.
 pub trait SessionGate: Send + Sync {
-    /// Whether `id` is a session this daemon runs now (hooks of anything else are let be).
+    /// Whether `id` is a session this daemon runs now (hooks of anything else are let be, MCP
+    /// requests for anything else refused).
     fn is_live(&self, id: &str) -> bool;
     /// Whether `prompt` is the dispatched prompt of session `id` that the policies already
     /// judged before the agent started (the agent's own hook then reports it again); true
@@ -67,6 +81,7 @@ pub async fn serve(
     listener: tokio::net::UnixListener,
     guardrails: Arc<Guardrails>,
     sessions: Arc<dyn SessionGate>,
+    mcp: Arc<Relay>,
 ) {
     let turns = Arc::new(tokio::sync::Semaphore::new(CONCURRENT));
     loop {
@@ -78,12 +93,17 @@ pub async fn serve(
                 continue;
             }
         };
-        let (guardrails, sessions, turns) = (guardrails.clone(), sessions.clone(), turns.clone());
+        let (guardrails, sessions, mcp, turns) = (
+            guardrails.clone(),
+            sessions.clone(),
+            mcp.clone(),
+            turns.clone(),
+        );
         tokio::spawn(async move {
             let Ok(_turn) = turns.acquire().await else {
                 return;
             };
-            if let Err(e) = handle(stream, &guardrails, sessions.as_ref()).await {
+            if let Err(e) = handle(stream, &guardrails, sessions.as_ref(), &mcp).await {
                 debug!(error = %e, "a control connection failed");
             }
         });
@@ -110,6 +130,7 @@ async fn handle(
     mut stream: tokio::net::UnixStream,
     guardrails: &Guardrails,
     sessions: &dyn SessionGate,
+    mcp: &Relay,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = Vec::new();
@@ -135,6 +156,21 @@ async fn handle(
                     policies: Vec::new(),
                     error: Some(e.to_string()),
                 },
+            }),
+            Ok(Request::Mcp {
+                session,
+                method,
+                params,
+            }) => serde_json::to_vec(&if sessions.is_live(&session) {
+                mcp.answer(&session, &method, params).await
+            } else {
+                McpAnswer::Error(rmcp::model::ErrorData::invalid_request(
+                    format!(
+                        "session {session:?} is not running on this machine: Tether's tools \
+                         answer only the agents of the sessions its daemon runs"
+                    ),
+                    None,
+                ))
             }),
             Err(e) => serde_json::to_vec(&refused(&format!("not a request: {e}"))),
         }
@@ -229,8 +265,13 @@ pub fn call<T: serde::de::DeserializeOwned>(
 }
 
 #[cfg(all(test, unix))]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+pub(crate) mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
     use super::*;
     use crate::paths::Paths;
     use crate::policy::Limits;
@@ -238,7 +279,7 @@ mod tests {
     use serde_json::json;
 
     /// Session `ses_live` runs; its dispatched prompt "judged" was judged already.
-    struct Gate(std::sync::Mutex<bool>);
+    pub(crate) struct Gate(pub(crate) std::sync::Mutex<bool>);
 
     impl SessionGate for Gate {
         fn is_live(&self, id: &str) -> bool {
@@ -250,6 +291,124 @@ mod tests {
             *first &= !judged;
             judged
         }
+    }
+
+    /// A relay whose edge is not there (nothing listens on the discard port).
+    pub(crate) fn offline_relay() -> Arc<Relay> {
+        let http = reqwest::Client::new();
+        let identity = crate::identity::Identity::generate().unwrap();
+        let auth =
+            crate::host_auth::HostAuth::new("http://127.0.0.1:9", "hst_1", identity, http.clone());
+        Arc::new(Relay::new(Arc::new(auth), http))
+    }
+
+    #[test]
+    fn mcp_requests_and_answers_keep_their_shape() {
+        let request = Request::Mcp {
+            session: "ses_1".into(),
+            method: "tools/call".into(),
+            params: json!({"name": "tasks_list", "arguments": {}}),
+        };
+        let wire = serde_json::to_value(&request).unwrap();
+        assert_eq!(
+            wire,
+            json!({"op": "mcp", "session": "ses_1", "method": "tools/call",
+                   "params": {"name": "tasks_list", "arguments": {}}})
+        );
+        assert_eq!(serde_json::from_value::<Request>(wire).unwrap(), request);
+        // A request without params (tools/list) has null ones.
+        let list: Request =
+            serde_json::from_value(json!({"op": "mcp", "session": "s", "method": "tools/list"}))
+                .unwrap();
+        assert!(matches!(
+            list,
+            Request::Mcp {
+                params: serde_json::Value::Null,
+                ..
+            }
+        ));
+
+        let answers = [
+            (
+                McpAnswer::Result(json!({"tools": []})),
+                json!({"result": {"tools": []}}),
+            ),
+            (
+                McpAnswer::Error(rmcp::model::ErrorData::invalid_params("no tool x", None)),
+                json!({"error": {"code": -32602, "message": "no tool x"}}),
+            ),
+        ];
+        for (answer, wire) in answers {
+            assert_eq!(serde_json::to_value(&answer).unwrap(), wire);
+            assert_eq!(serde_json::from_value::<McpAnswer>(wire).unwrap(), answer);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mcp_requests_are_relayed_for_live_sessions_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path().join("config"), dir.path().join("state"));
+        let state = Arc::new(State::open_in_memory().await.unwrap());
+        let guardrails = Arc::new(
+            Guardrails::load(paths.clone(), state, Limits::default())
+                .await
+                .unwrap(),
+        );
+        crate::paths::ensure_private_dir(&paths.state_dir).unwrap();
+        let socket = paths.control_socket();
+        let server = tokio::spawn(serve(
+            bind(&socket).unwrap(),
+            guardrails,
+            Arc::new(Gate(std::sync::Mutex::new(true))),
+            offline_relay(),
+        ));
+        let ask = |session: &str, method: &str, params: serde_json::Value| {
+            let socket = socket.clone();
+            let request = Request::Mcp {
+                session: session.into(),
+                method: method.into(),
+                params,
+            };
+            tokio::task::spawn_blocking(move || {
+                call::<McpAnswer>(&socket, &request, Duration::from_secs(30)).unwrap()
+            })
+        };
+        let refused = ask("ses_other", "tools/list", json!(null)).await.unwrap();
+        let McpAnswer::Error(e) = refused else {
+            panic!("{refused:?}");
+        };
+        assert!(e.message.contains("not running on this machine"), "{e:?}");
+
+        // A live session: the edge is away, so the session tools alone are listed.
+        let McpAnswer::Result(list) = ask("ses_live", "tools/list", json!(null)).await.unwrap()
+        else {
+            panic!("no list");
+        };
+        let names: Vec<&str> = list["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["session_report_progress", "session_update_task"]);
+        let McpAnswer::Result(call) = ask(
+            "ses_live",
+            "tools/call",
+            json!({"name": "session_report_progress", "arguments": {"message": "hi"}}),
+        )
+        .await
+        .unwrap() else {
+            panic!("no result");
+        };
+        assert_eq!(call["isError"], true);
+        assert!(
+            call["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("edge_unreachable"),
+            "{call}"
+        );
+        server.abort();
     }
 
     fn prompt(text: &str) -> String {
@@ -281,6 +440,7 @@ mod tests {
             bind(&socket).unwrap(),
             guardrails,
             Arc::new(Gate(std::sync::Mutex::new(true))),
+            offline_relay(),
         ));
         let ask = |session: &str, input: String| {
             let socket = socket.clone();

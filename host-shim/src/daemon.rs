@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::guardrails::{Guardrails, report};
 use crate::host_auth::HostAuth;
 use crate::identity::Identity;
+use crate::mcp::relay::Relay;
 use crate::paths::Paths;
 use crate::policy;
 use crate::presets;
@@ -165,7 +166,8 @@ pub async fn run_daemon(daemon: Daemon, shutdown: impl Future<Output = ()>) -> R
         .map_err(Error::HttpClient)?;
     let sessions = Sessions::new(state.clone(), auth.clone(), settings, api.clone())?;
     sessions.recover().await?;
-    let mut background = vec![serve_control(&daemon.paths, &guardrails, &sessions)];
+    let relay = Arc::new(Relay::new(auth.clone(), api.clone()));
+    let mut background = vec![serve_control(&daemon.paths, &guardrails, &sessions, &relay)];
     let every = std::time::Duration::from_secs(config.policy_sync_secs.unwrap_or(30).max(1));
     let (g, a, h) = (guardrails.clone(), auth.clone(), api.clone());
     background.push(Some(tokio::spawn(async move {
@@ -208,12 +210,14 @@ fn install_agent_hooks() {
     }
 }
 
-/// Serves the control socket (hooks, reloads); None where there are no Unix sockets or the
-/// socket cannot be made (hooks then answer by the failure mode).
+/// Serves the control socket (hooks, reloads, the agents' MCP requests); None where there are
+/// no Unix sockets or the socket cannot be made (hooks then answer by the failure mode, and the
+/// agents' MCP servers offer only their session tools, which fail).
 fn serve_control(
     paths: &Paths,
     guardrails: &Arc<Guardrails>,
     sessions: &Arc<Sessions>,
+    relay: &Arc<Relay>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     #[cfg(unix)]
     {
@@ -225,16 +229,17 @@ fn serve_control(
                     listener,
                     guardrails.clone(),
                     gate,
+                    relay.clone(),
                 )));
             }
             Err(e) => error!(
                 socket = %path.display(), error = %e,
-                "the control socket is unavailable: agent hooks answer by the failure mode"
+                "the control socket is unavailable: agent hooks answer by the failure mode, and the agents' MCP tools fail"
             ),
         }
     }
     #[cfg(not(unix))]
-    let _ = (paths, guardrails, sessions);
+    let _ = (paths, guardrails, sessions, relay);
     None
 }
 

@@ -121,6 +121,14 @@ pub enum Error {
     #[error("{0}")]
     Protocol(&'static str),
 
+    /// A value we built that JSON cannot hold (a map with non-string keys, say).
+    #[error("encoding {what} as JSON")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// A success status whose body is not what the API documents.
     #[error("{method} {url}: unexpected answer")]
     UnexpectedBody {

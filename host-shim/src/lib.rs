@@ -13,6 +13,8 @@
 //!   plain [`streams::StreamClient`] and a batching, exactly-once [`streams::IdempotentProducer`].
 //! - [`hooks`]: the agents' hook protocols (Claude Code, Codex) and Tether's managed entries in
 //!   their config files, for the guardrails (the `tether hook` command is not wired yet).
+//! - [`mcp`]: the local MCP server every agent gets (`tether mcp`, rmcp over stdio): the org's
+//!   tools and its own session's, relayed by the daemon (which holds the host token) to the edge.
 //! - [`host_auth`]: the host token (a signed server nonce), cached for the tunnel and the
 //!   session code's HTTP calls.
 //! - [`sessions`]: agent sessions: a start command becomes a worktree ([`worktree`]), an
@@ -33,6 +35,7 @@ pub mod guardrails;
 pub mod hooks;
 pub mod host_auth;
 pub mod identity;
+pub mod mcp;
 pub mod pairing;
 pub mod paths;
 pub mod policy;

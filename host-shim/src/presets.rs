@@ -14,13 +14,25 @@
 //! args = ["--model", "opus"]
 //! prompt = "argv"            # "argv" (default), "stdin" or "none"
 //! prompt_args = []
+//! mcp_args = ["--mcp-config", "{mcp_config}"]
 //! env = { CLAUDE_CODE_USE_BEDROCK = "1" }
 //! description = "Claude Code on Opus"
 //! ```
 //!
+//! Every agent gets a local MCP server for its session ([`crate::mcp`]); `mcp_args` say how
+//! the agent is told about it, with the placeholders of
+//! [`SessionServer::expand`](crate::mcp::config::SessionServer::expand) (`{mcp_config}`: the
+//! path of the session's `--mcp-config` file; `{mcp_command_toml}`, `{mcp_args_toml}`,
+//! `{mcp_env_toml}`: the server as TOML values). The placeholders work in `args` too. Claude
+//! Code takes the file (`--mcp-config`), Codex TOML overrides (`-c mcp_servers.tether.…`); the
+//! other built-in agents read MCP servers from their own settings files only, with no per-run
+//! flag that takes this one, so their presets pass none. Every agent also finds the file in
+//! `TETHER_MCP_CONFIG`.
+//!
 //! [`Preset::launch`] turns a preset and a prompt into a [`Launch`]: a program and an argv
 //! vector, never a shell string, so nothing in a prompt is ever interpreted by a shell.
 
+use crate::mcp::config::SessionServer;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -28,7 +40,7 @@ use std::path::{Path, PathBuf};
 
 /// The longest preset name.
 pub const MAX_NAME_LEN: usize = 64;
-/// The most arguments in `args`, and separately in `prompt_args`.
+/// The most arguments in `args`, and separately in `prompt_args` and `mcp_args`.
 pub const MAX_ARGS: usize = 64;
 /// The longest single argument, in bytes.
 pub const MAX_ARG_LEN: usize = 4096;
@@ -62,6 +74,9 @@ pub struct Preset {
     /// With [`PromptTransport::Argv`], the arguments between `args` and the prompt (e.g. `--`
     /// or `--prompt`); only used when there is a prompt.
     pub prompt_args: Vec<String>,
+    /// How the agent is given its session's MCP server: arguments after `args`, before any
+    /// prompt, with placeholders (see the module documentation).
+    pub mcp_args: Vec<String>,
     /// Environment variables set for the agent, on top of the daemon's.
     pub env: BTreeMap<String, String>,
     /// One line for listings.
@@ -83,6 +98,9 @@ pub struct PresetConfig {
     /// Arguments before the prompt; default none.
     #[serde(default)]
     pub prompt_args: Vec<String>,
+    /// How the agent takes its MCP server (placeholders such as `{mcp_config}`); default none.
+    #[serde(default)]
+    pub mcp_args: Vec<String>,
     /// Extra environment variables; default none.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -181,9 +199,32 @@ fn builtin(
         args: args.iter().map(|a| (*a).to_owned()).collect(),
         prompt,
         prompt_args: prompt_args.iter().map(|a| (*a).to_owned()).collect(),
+        mcp_args: builtin_mcp_args(command),
         env: BTreeMap::new(),
         description: description.to_owned(),
     }
+}
+
+/// How each agent CLI takes an MCP server for one run: Claude Code reads `--mcp-config FILE`
+/// (our file is in its format; the option is variadic, so `--` ends it before the prompt);
+/// Codex has no such flag but takes `-c key=value` overrides of its config.toml, TOML-parsed,
+/// and passes the environment it is given to the server (only an allow-list of its own
+/// otherwise). Gemini CLI, opencode, Cursor Agent, Amp and Copilot CLI read MCP servers from
+/// their settings files, with no per-run flag for this file: none.
+fn builtin_mcp_args(command: &str) -> Vec<String> {
+    let args: &[&str] = match command {
+        "claude" => &["--mcp-config", "{mcp_config}", "--"],
+        "codex" => &[
+            "-c",
+            "mcp_servers.tether.command={mcp_command_toml}",
+            "-c",
+            "mcp_servers.tether.args={mcp_args_toml}",
+            "-c",
+            "mcp_servers.tether.env={mcp_env_toml}",
+        ],
+        _ => &[],
+    };
+    args.iter().map(|a| (*a).to_owned()).collect()
 }
 
 /// The presets every daemon knows, in listing order. Each `*-yolo` preset skips the agent's
@@ -306,7 +347,11 @@ fn from_config(name: &str, config: PresetConfig) -> Result<Preset, PresetError> 
         .filter(|c| !c.trim().is_empty())
         .ok_or_else(|| PresetError::NoCommand { preset: preset() })?;
     check_arg(name, "command", 0, &command)?;
-    for (field, list) in [("args", &config.args), ("prompt_args", &config.prompt_args)] {
+    for (field, list) in [
+        ("args", &config.args),
+        ("prompt_args", &config.prompt_args),
+        ("mcp_args", &config.mcp_args),
+    ] {
         if list.len() > MAX_ARGS {
             return Err(PresetError::TooManyArgs {
                 preset: preset(),
@@ -347,6 +392,7 @@ fn from_config(name: &str, config: PresetConfig) -> Result<Preset, PresetError> 
         args: config.args,
         prompt: config.prompt,
         prompt_args: config.prompt_args,
+        mcp_args: config.mcp_args,
         env: config.env,
         description,
     })
@@ -427,9 +473,10 @@ pub fn all(custom: &[Preset]) -> Vec<Preset> {
 }
 
 impl Preset {
-    /// What to run for a session with `prompt`.
+    /// What to run for a session with `prompt` and the local MCP server `mcp`: `args`, then
+    /// `mcp_args`, their placeholders filled from `mcp`, then the prompt:
     ///
-    /// - [`PromptTransport::Argv`]: `args`, then `prompt_args`, then the prompt as ONE argv
+    /// - [`PromptTransport::Argv`]: `prompt_args`, then the prompt as ONE argv
     ///   element, verbatim (spaces, quotes, newlines, `$(...)` included: there is no shell). A
     ///   prompt starting with `-` is still one element, but the agent's option parser may take
     ///   it for an option; that is what `prompt_args` ending in `--` (codex) or an option that
@@ -440,9 +487,14 @@ impl Preset {
     /// - [`PromptTransport::None`]: the prompt is ignored.
     ///
     /// No prompt (or an empty or all-whitespace one) means no `prompt_args` either.
-    pub fn launch(&self, prompt: Option<&str>) -> Launch {
+    pub fn launch(&self, prompt: Option<&str>, mcp: &SessionServer) -> Launch {
         let prompt = prompt.filter(|p| !p.trim().is_empty());
-        let mut args = self.args.clone();
+        let mut args: Vec<String> = self
+            .args
+            .iter()
+            .chain(&self.mcp_args)
+            .map(|a| mcp.expand(a))
+            .collect();
         let mut stdin = None;
         match (self.prompt, prompt) {
             (PromptTransport::Argv, Some(p)) => {
@@ -511,6 +563,83 @@ mod tests {
 
     fn custom(toml_text: &str) -> Result<Vec<Preset>, PresetError> {
         load_custom(&toml::from_str::<toml::Table>(toml_text).unwrap())
+    }
+
+    /// A session's MCP server, as the daemon makes one.
+    fn mcp() -> SessionServer {
+        SessionServer::new(Path::new("/opt/bin/tether"), "ses_1", Path::new("/st"))
+    }
+
+    /// `p`'s MCP arguments, filled in for [`mcp`].
+    fn mcp_args(p: &Preset) -> Vec<String> {
+        let m = mcp();
+        p.mcp_args.iter().map(|a| m.expand(a)).collect()
+    }
+
+    #[test]
+    fn claude_and_codex_are_given_the_sessions_mcp_server() {
+        // Claude Code: the file, the variadic option ended before the prompt.
+        for name in ["claude", "claude-yolo"] {
+            let p = get(name);
+            let l = p.launch(Some("-fix it"), &mcp());
+            let mut want = p.args.clone();
+            want.extend(["--mcp-config", "/st/mcp/ses_1.json", "--", "-fix it"].map(String::from));
+            assert_eq!(l.args, want, "{name}");
+        }
+        // Codex: TOML overrides of its config, before `--` and the prompt.
+        let l = get("codex").launch(Some("go"), &mcp());
+        assert_eq!(
+            l.args,
+            [
+                "-c",
+                "mcp_servers.tether.command=\"/opt/bin/tether\"",
+                "-c",
+                "mcp_servers.tether.args=[\"mcp\"]",
+                "-c",
+                &format!("mcp_servers.tether.env={}", mcp().expand("{mcp_env_toml}")),
+                "--",
+                "go"
+            ]
+        );
+        let env = mcp().expand("{mcp_env_toml}");
+        assert!(
+            env.contains("TETHER_SESSION_ID = \"ses_1\"")
+                && env.contains("TETHER_STATE_DIR = \"/st\""),
+            "{env}"
+        );
+        // The others have no per-run flag for it.
+        for name in ["gemini", "opencode", "cursor-agent", "amp", "copilot-yolo"] {
+            assert!(get(name).mcp_args.is_empty(), "{name}");
+        }
+        // A custom preset says how, with the placeholders (in `args` too), and is checked
+        // like the other argument lists.
+        let p = custom(
+            r#"
+            [presets.wrapped]
+            command = "agent"
+            args = ["--config-dir", "x", "--servers={mcp_config}"]
+            mcp_args = ["--extra-mcp", "@{mcp_config}"]
+            prompt_args = ["--prompt"]
+            "#,
+        )
+        .unwrap()
+        .remove(0);
+        let l = p.launch(Some("hi"), &mcp());
+        assert_eq!(
+            l.args,
+            [
+                "--config-dir",
+                "x",
+                "--servers=/st/mcp/ses_1.json",
+                "--extra-mcp",
+                "@/st/mcp/ses_1.json",
+                "--prompt",
+                "hi"
+            ]
+        );
+        assert!(custom("[presets.x]\ncommand = 'a'\nmcp_args = [\"a\\u0000\"]").is_err());
+        let e = custom("[presets.x]\ncommand = 'a'\nmcp_args = 'one'").unwrap_err();
+        assert!(e.to_string().contains("preset \"x\""), "{e}");
     }
 
     #[test]
@@ -585,18 +714,21 @@ mod tests {
             "*.rs ~ ; > out",
         ];
         for prompt in nasty {
-            let l = get("codex-yolo").launch(Some(prompt));
+            let codex = get("codex-yolo");
+            let l = codex.launch(Some(prompt), &mcp());
             assert_eq!(l.program, "codex");
-            assert_eq!(
-                l.args,
-                ["--dangerously-bypass-approvals-and-sandbox", "--", prompt]
-            );
+            let mut want = vec!["--dangerously-bypass-approvals-and-sandbox".to_owned()];
+            want.extend(mcp_args(&codex));
+            want.extend(["--".to_owned(), prompt.to_owned()]);
+            assert_eq!(l.args, want);
             assert_eq!(l.stdin, None);
 
-            let l = get("claude").launch(Some(prompt));
-            assert_eq!(l.args, [prompt]);
+            let claude = get("claude");
+            let l = claude.launch(Some(prompt), &mcp());
+            assert_eq!(l.args.last().map(String::as_str), Some(prompt));
+            assert_eq!(l.args.len(), mcp_args(&claude).len() + 1);
 
-            let l = get("gemini").launch(Some(prompt));
+            let l = get("gemini").launch(Some(prompt), &mcp());
             assert_eq!(l.args, ["--prompt-interactive", prompt]);
         }
     }
@@ -606,8 +738,10 @@ mod tests {
         for name in ["codex", "gemini", "opencode", "copilot-yolo", "amp"] {
             let p = get(name);
             for prompt in [None, Some(""), Some("  \n")] {
-                let l = p.launch(prompt);
-                assert_eq!(l.args, p.args, "{name} {prompt:?}");
+                let l = p.launch(prompt, &mcp());
+                let mut want = p.args.clone();
+                want.extend(mcp_args(&p));
+                assert_eq!(l.args, want, "{name} {prompt:?}");
                 assert_eq!(l.stdin, None);
             }
         }
@@ -615,7 +749,7 @@ mod tests {
 
     #[test]
     fn stdin_and_none_transports() {
-        let l = get("amp-yolo").launch(Some("-do it\nnow"));
+        let l = get("amp-yolo").launch(Some("-do it\nnow"), &mcp());
         assert_eq!(l.program, "amp");
         assert_eq!(l.args, ["--dangerously-allow-all"]);
         assert_eq!(l.stdin.as_deref(), Some("-do it\nnow"));
@@ -632,7 +766,7 @@ mod tests {
         )
         .unwrap()
         .remove(0);
-        let l = p.launch(Some("hello"));
+        let l = p.launch(Some("hello"), &mcp());
         assert_eq!(l.program, "/bin/bash");
         assert_eq!(l.args, ["-l"]);
         assert_eq!(l.stdin, None);
@@ -664,7 +798,12 @@ mod tests {
             claude.description,
             "custom preset running /opt/claude/bin/claude"
         );
-        assert_eq!(claude.launch(Some("go")).args, ["--model", "opus", "go"]);
+        // A custom preset has only the MCP arguments it names.
+        assert!(claude.mcp_args.is_empty());
+        assert_eq!(
+            claude.launch(Some("go"), &mcp()).args,
+            ["--model", "opus", "go"]
+        );
         let mine = resolve("my-agent.v2", &presets).unwrap();
         assert_eq!(mine.prompt, PromptTransport::Stdin);
         assert_eq!(mine.description, "mine");

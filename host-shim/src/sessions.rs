@@ -8,6 +8,9 @@
 //! - Every status change bumps the local record's version; the reporter ([`report`]) sends
 //!   the newest status of each session to the edge until acknowledged, so a status is never
 //!   lost to a network failure or a restart.
+//! - Every agent gets its session's local MCP server ([`crate::mcp`]): a config file the
+//!   daemon writes (`TETHER_MCP_CONFIG`, removed when the session ends) and the preset's
+//!   `mcp_args`.
 //! - A restart ([`Sessions::recover`]): sessions that were running when the daemon died are
 //!   recorded failed with that reason, and their spooled output is shipped and the stream
 //!   closed. A clean shutdown ([`Sessions::shutdown`]) stops the agents first (status
@@ -21,6 +24,7 @@ pub mod store;
 use crate::guardrails::Guardrails;
 use crate::hooks::protocol::Verdict;
 use crate::host_auth::HostAuth;
+use crate::mcp::config::{self as mcp_config, SessionServer};
 use crate::presets::{self, Preset};
 use crate::state::State;
 use crate::streams::StreamClient;
@@ -170,6 +174,8 @@ impl Sessions {
         self.spawn(async move {
             let id = cmd.session_id.clone();
             this.run(cmd, &live).await;
+            // Its MCP server answers no more: the daemon refuses a session it does not run.
+            let _ = std::fs::remove_file(mcp_config::path(&this.settings.state_dir, &id));
             if let Ok(mut map) = this.live.lock() {
                 map.remove(&id);
             }
@@ -277,7 +283,8 @@ impl Sessions {
         // The checkout is the agent's working folder as far as the prompt check knows: the
         // worktree is made only once the prompt passed.
         let prompt = self.gate(cmd, &link.path).await?;
-        let launch = preset.launch(prompt.as_deref());
+        let mcp = self.mcp_server(&cmd.session_id).map_err(failed)?;
+        let launch = preset.launch(prompt.as_deref(), &mcp);
         let program = presets::find_program(&launch.program, std::env::var_os("PATH").as_deref())
             .ok_or_else(|| {
             failed(format!(
@@ -327,10 +334,16 @@ impl Sessions {
             crate::paths::STATE_DIR_ENV.into(),
             self.settings.state_dir.display().to_string(),
         );
+        env.insert(
+            mcp_config::CONFIG_ENV.into(),
+            mcp.config_file.display().to_string(),
+        );
         let spool = self.spool(&cmd.session_id);
         if let Some(dir) = spool.parent() {
             crate::paths::ensure_private_dir(dir).map_err(|e| failed(e.to_string()))?;
         }
+        mcp.write()
+            .map_err(|e| failed(format!("writing the agent's MCP config: {e}")))?;
         let agent = Agent::spawn(
             &Spawn {
                 program: &program,
@@ -361,6 +374,15 @@ impl Sessions {
             agent.write(format!("{prompt}\r").into_bytes());
         }
         Ok(agent)
+    }
+
+    /// The session's local MCP server: this very binary (`tether mcp`), so the agent runs the
+    /// daemon's own version whatever its PATH holds.
+    fn mcp_server(&self, id: &str) -> Result<SessionServer, String> {
+        let exe = std::env::current_exe().map_err(|e| {
+            format!("the path of the tether binary, for the agent's MCP server: {e}")
+        })?;
+        Ok(SessionServer::new(&exe, id, &self.settings.state_dir))
     }
 
     /// A dispatched prompt passes the machine's user-prompt-submit policies before any agent
@@ -493,6 +515,8 @@ impl Sessions {
     /// that reason (their agents lost their terminal with it), and every stream not yet
     /// closed gets the rest of its spool, then its close.
     pub async fn recover(self: &Arc<Self>) -> Result<(), crate::Error> {
+        // No session runs yet: MCP configs left by a daemon that died are stale.
+        let _ = std::fs::remove_dir_all(mcp_config::dir(&self.settings.state_dir));
         for s in self.state.unclosed_sessions().await? {
             if !s.status.is_final() {
                 let reason = match s.status {

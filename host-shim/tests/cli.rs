@@ -300,6 +300,7 @@ async fn every_command_has_help() {
         &["policy", "remove"],
         &["policy", "test"],
         &["hook"],
+        &["mcp"],
         &["hooks"],
         &["hooks", "install"],
         &["hooks", "uninstall"],
@@ -720,4 +721,79 @@ async fn service_install_and_uninstall() {
     assert!(!unit.exists());
     let out = home.run(&["service", "uninstall"]).await;
     assert!(stdout(&out).contains("No tether.service installed"));
+}
+
+/// `tether mcp` as an agent runs it, over real pipes, with no daemon on the machine: it speaks
+/// MCP, lists the session tools and answers every call with an error saying why.
+#[tokio::test]
+async fn mcp_without_a_daemon_lists_the_session_tools_and_says_why_calls_fail() {
+    let home = Home::new();
+    let mut no_session = home.cmd(&["mcp"]);
+    let out = no_session
+        .env_remove("TETHER_SESSION_ID")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("TETHER_SESSION_ID"),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut cmd = home.cmd(&["mcp"]);
+    let mut child = cmd
+        .env("TETHER_SESSION_ID", "ses_1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let messages = [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+               "params": {"name": "session_report_progress", "arguments": {"message": "hi"}}}),
+    ];
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut answers = Vec::new();
+    for m in messages {
+        stdin.write_all(format!("{m}\n").as_bytes()).await.unwrap();
+        if m.get("id").is_some() {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("an answer within 30 s")
+                .unwrap()
+                .expect("an answer");
+            answers.push(serde_json::from_str::<Value>(&line).unwrap());
+        }
+    }
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("tether mcp ends when its stdin closes")
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    assert_eq!(answers[0]["result"]["serverInfo"]["name"], "tether-local");
+    let names: Vec<&str> = answers[1]["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["session_report_progress", "session_update_task"]);
+    let result = &answers[2]["result"];
+    assert_eq!(result["isError"], true, "{result}");
+    assert!(
+        result["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("the daemon is not running"),
+        "{result}"
+    );
 }

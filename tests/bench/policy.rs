@@ -165,7 +165,17 @@ fn hook_process(inputs: &[Vec<u8>], n: usize) -> (Vec<Duration>, Vec<Duration>) 
                     .unwrap(),
             );
             let listener = control::bind(&paths.control_socket()).unwrap();
-            let serving = control::serve(listener, guardrails, Arc::new(AllLive));
+            // No edge here: the agents' MCP requests are not part of this benchmark.
+            let http = reqwest::Client::new();
+            let identity = tether::identity::Identity::generate().unwrap();
+            let auth = tether::host_auth::HostAuth::new(
+                "http://127.0.0.1:9",
+                "hst_bench",
+                identity,
+                http.clone(),
+            );
+            let relay = Arc::new(tether::mcp::relay::Relay::new(Arc::new(auth), http));
+            let serving = control::serve(listener, guardrails, Arc::new(AllLive), relay);
             Ok::<_, ()>(tokio::spawn(serving))
         })
         .unwrap();
