@@ -8,7 +8,9 @@
     clippy::indexing_slicing
 )]
 
+mod agent_mcp;
 mod api;
+mod automations;
 mod bad_input;
 mod dev_script;
 mod guardrails;
