@@ -5,26 +5,7 @@
 //! routes; what the agent did shows through the REST API.
 
 use serde_json::{Value, json};
-use std::time::Duration;
-use tether_tests::{Api, HostHome, TetherDaemon, poll_until, session_machine};
-
-/// Waits until session `id` is in one of `wanted`.
-async fn wait_status(api: &Api, id: &str, wanted: &[&str], daemon: &TetherDaemon) -> Value {
-    poll_until(
-        "the session to end",
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || async {
-            let (s, v) = api.get(&format!("/v1/sessions/{id}")).await;
-            if s == 200 && wanted.iter().any(|w| v["status"] == *w) {
-                Ok(v)
-            } else {
-                Err(format!("{v}\n{}", daemon.log()))
-            }
-        },
-    )
-    .await
-}
+use tether_tests::{Api, HostHome, TetherDaemon, session_machine, wait_session};
 
 /// What the fake agent's MCP server `tether` answered in session `id`.
 fn recorded(logs: &std::path::Path, id: &str) -> Value {
@@ -106,7 +87,7 @@ async fn agents_get_the_orgs_tools_and_their_sessions_through_a_local_mcp_server
         .await;
     assert_eq!(s, 201, "{v}");
     let id = v["id"].as_str().unwrap().to_owned();
-    let ended = wait_status(&api, &id, &["exited", "failed", "stopped"], &daemon).await;
+    let ended = wait_session(&api, &id, &["exited", "failed", "stopped"], || daemon.log()).await;
     assert_eq!(ended["status"], "exited", "{ended}\n{}", daemon.log());
 
     let server = recorded(&logs, &id);
@@ -180,7 +161,7 @@ async fn agents_get_the_orgs_tools_and_their_sessions_through_a_local_mcp_server
         .await;
     assert_eq!(s, 201, "{v}");
     let id = v["id"].as_str().unwrap().to_owned();
-    let ended = wait_status(&api, &id, &["exited", "failed", "stopped"], &daemon).await;
+    let ended = wait_session(&api, &id, &["exited", "failed", "stopped"], || daemon.log()).await;
     assert_eq!(ended["status"], "exited", "{ended}");
     let server = recorded(&logs, &id);
     let calls = server["calls"].as_array().unwrap();

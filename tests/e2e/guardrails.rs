@@ -10,7 +10,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 use tether::streams::{Offset, StreamClient};
-use tether_tests::{Api, HostHome, TetherDaemon, poll_until, session_machine};
+use tether_tests::{Api, HostHome, TetherDaemon, poll_until, session_machine, wait_session};
 
 fn component(name: &str) -> String {
     let path = tether_tests::root().join("wasm-plugins/dist").join(name);
@@ -59,23 +59,6 @@ async fn stream_text(url: &str, key: &str, path: &str) -> String {
             return String::from_utf8_lossy(&all).into_owned();
         }
     }
-}
-
-async fn wait_status(api: &Api, id: &str, wanted: &[&str]) -> Value {
-    poll_until(
-        "the session to end",
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || async {
-            let (s, v) = api.get(&format!("/v1/sessions/{id}")).await;
-            if s == 200 && wanted.iter().any(|w| v["status"] == *w) {
-                Ok(v)
-            } else {
-                Err(v.to_string())
-            }
-        },
-    )
-    .await
 }
 
 #[tokio::test]
@@ -181,7 +164,7 @@ async fn org_policies_judge_a_claude_code_like_agent_through_its_hooks() {
         .await;
     assert_eq!(s, 201, "{v}");
     let id = v["id"].as_str().unwrap().to_owned();
-    let ended = wait_status(&api, &id, &["exited", "failed"]).await;
+    let ended = wait_session(&api, &id, &["exited", "failed"], String::new).await;
     assert_eq!(ended["status"], "exited", "{ended}\n{}", daemon.log());
     let screen = stream_text(&url, &key, v["stream_path"].as_str().unwrap()).await;
     assert!(screen.contains("PROMPT: tidy the repo"), "{screen}");
@@ -242,7 +225,13 @@ async fn org_policies_judge_a_claude_code_like_agent_through_its_hooks() {
         )
         .await;
     assert_eq!(s, 201, "{v}");
-    let failed = wait_status(&api, v["id"].as_str().unwrap(), &["failed", "exited"]).await;
+    let failed = wait_session(
+        &api,
+        v["id"].as_str().unwrap(),
+        &["failed", "exited"],
+        String::new,
+    )
+    .await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(
         failed["reason"]

@@ -425,6 +425,30 @@ where
     }
 }
 
+/// Waits (up to 60 s) until session `id` is in one of the `wanted` statuses and answers it; a
+/// timeout shows the session and `context()` (a daemon's log, say).
+pub async fn wait_session(
+    api: &Api,
+    id: &str,
+    wanted: &[&str],
+    context: impl Fn() -> String,
+) -> Value {
+    poll_until(
+        "the session's status",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let (s, v) = api.get(&format!("/v1/sessions/{id}")).await;
+            if s == 200 && wanted.iter().any(|w| v["status"] == *w) {
+                Ok(v)
+            } else {
+                Err(format!("{v}\n{}", context()))
+            }
+        },
+    )
+    .await
+}
+
 /// Benchmark helpers: a numeric setting from the environment, and a latency percentile.
 pub mod bench {
     use std::time::Duration;

@@ -399,15 +399,22 @@ impl<'a, S: Sql> Store<'a, S> {
         .map(Into::into)
     }
 
-    fn project_name_taken(&self, name: &str, except: &str) -> Result<(), StoreError> {
+    /// 409 `name_taken` when another row of `table` (not `except`) has the name, any case.
+    fn name_taken(
+        &self,
+        table: &str,
+        what: &str,
+        name: &str,
+        except: &str,
+    ) -> Result<(), StoreError> {
         let n = self.count(
-            "SELECT count(*) AS n FROM projects WHERE name = ? COLLATE NOCASE AND id != ?",
+            &format!("SELECT count(*) AS n FROM {table} WHERE name = ? COLLATE NOCASE AND id != ?"),
             &[name.into(), except.into()],
         )?;
         if n > 0 {
             return Err(StoreError::Conflict {
                 code: "name_taken",
-                message: format!("a project named {name:?} already exists"),
+                message: format!("{what} named {name:?} already exists"),
             });
         }
         Ok(())
@@ -426,7 +433,7 @@ impl<'a, S: Sql> Store<'a, S> {
         )?;
         let projects = self.count("SELECT count(*) AS n FROM projects", &[])?;
         validate::cap(projects, MAX_PROJECTS, "projects per org")?;
-        self.project_name_taken(&name, "")?;
+        self.name_taken("projects", "a project", &name, "")?;
         let id = ids::new(ids::PROJECT);
         self.sql.execute(
             "INSERT INTO projects (id, name, repo_url, default_branch, created_at, updated_at)
@@ -452,7 +459,7 @@ impl<'a, S: Sql> Store<'a, S> {
         let mut p = self.project(id)?;
         if let Some(name) = patch.name {
             p.name = validate::line("name", &name, validate::NAME_MAX)?;
-            self.project_name_taken(&p.name, id)?;
+            self.name_taken("projects", "a project", &p.name, id)?;
         }
         if let Some(url) = patch.repo_url {
             p.repo_url = url
@@ -523,26 +530,12 @@ impl<'a, S: Sql> Store<'a, S> {
         Ok(())
     }
 
-    fn status_name_taken(&self, name: &str, except: &str) -> Result<(), StoreError> {
-        let n = self.count(
-            "SELECT count(*) AS n FROM task_statuses WHERE name = ? COLLATE NOCASE AND id != ?",
-            &[name.into(), except.into()],
-        )?;
-        if n > 0 {
-            return Err(StoreError::Conflict {
-                code: "name_taken",
-                message: format!("a task status named {name:?} already exists"),
-            });
-        }
-        Ok(())
-    }
-
     fn create_status(&self, input: CreateTaskStatus, now: i64) -> Result<TaskStatus, StoreError> {
         let name = validate::line("name", &input.name, validate::NAME_MAX)?;
         let color = validate::color("color", input.color.as_deref().unwrap_or("#95a2b3"))?;
         let statuses = self.count("SELECT count(*) AS n FROM task_statuses", &[])?;
         validate::cap(statuses, MAX_STATUSES, "task statuses per org")?;
-        self.status_name_taken(&name, "")?;
+        self.name_taken("task_statuses", "a task status", &name, "")?;
         let position = match input.position {
             Some(p) => p,
             None => self.count(
@@ -576,7 +569,7 @@ impl<'a, S: Sql> Store<'a, S> {
         let mut s = self.status(id)?;
         if let Some(name) = patch.name {
             s.name = validate::line("name", &name, validate::NAME_MAX)?;
-            self.status_name_taken(&s.name, id)?;
+            self.name_taken("task_statuses", "a task status", &s.name, id)?;
         }
         if let Some(c) = patch.color {
             s.color = validate::color("color", &c)?;

@@ -224,20 +224,6 @@ impl<S: Sql> Store<'_, S> {
         Ok(paginate(rows, limit, |r: &AutomationRow| r.id.clone()))
     }
 
-    fn automation_name_taken(&self, name: &str, except: &str) -> Result<(), StoreError> {
-        let n = self.count(
-            "SELECT count(*) AS n FROM automations WHERE name = ? COLLATE NOCASE AND id != ?",
-            &[name.into(), except.into()],
-        )?;
-        if n > 0 {
-            return Err(StoreError::Conflict {
-                code: "name_taken",
-                message: format!("an automation named {name:?} already exists"),
-            });
-        }
-        Ok(())
-    }
-
     fn bump_schedule(&self) -> Result<(), StoreError> {
         self.sql.execute(
             "UPDATE counters SET value = value + 1 WHERE name = 'automation_schedule'",
@@ -293,7 +279,7 @@ impl<S: Sql> Store<'_, S> {
             MAX_AUTOMATIONS,
             "automations per org",
         )?;
-        self.automation_name_taken(&name, "")?;
+        self.name_taken("automations", "an automation", &name, "")?;
         let id = ids::new(ids::AUTOMATION);
         self.sql.execute(
             "INSERT INTO automations (id, name, rrule, timezone, starts_at, anchor, project_id,
@@ -336,7 +322,7 @@ impl<S: Sql> Store<'_, S> {
         let mut r = self.automation_row(key)?;
         if let Some(name) = patch.name {
             r.name = validate::line("name", &name, validate::NAME_MAX)?;
-            self.automation_name_taken(&r.name, &r.id)?;
+            self.name_taken("automations", "an automation", &r.name, &r.id)?;
         }
         if let Some(p) = patch.project_id {
             self.referenced("project", ids::PROJECT, "projects", "project", &p)?;
