@@ -8,6 +8,8 @@
 //!   and the decisions the machines report back.
 //! - [`automation`]: scheduled automations (RRULE in an IANA zone, versioned prompts, runs),
 //!   stored by the Org object and run by the Worker's cron.
+//! - [`sync`]: the org's change log served as Electric shapes (tables, `where` filters,
+//!   offsets and handles); the log itself is kept by the Org object.
 //! - [`mcp`]: the audit trail of the MCP server's tool calls (stored by the Org object).
 //! - [`session`]: agent sessions: the org's record of each, and the messages that start and
 //!   drive them on a host.
@@ -30,6 +32,7 @@ pub mod policy;
 pub mod session;
 pub mod sql;
 pub mod stream;
+pub mod sync;
 pub mod time;
 pub mod tunnel;
 pub mod validate;

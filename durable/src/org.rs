@@ -4,7 +4,8 @@
 //! The Worker authenticates a caller, then sends the org's object an [`OrgCall`]: who is asking
 //! and one [`OrgOp`]. [`store::Store`] carries it out in one SQLite transaction and answers JSON
 //! bytes, which the Worker passes through. The object class itself is a thin adapter in
-//! [`crate::objects`].
+//! [`crate::objects`]. Writes to the synced tables also append to the org's change log, which
+//! the object serves as shapes ([`crate::sync`], [`store::Store::shape`]).
 
 pub mod model;
 mod schema;
@@ -14,6 +15,7 @@ use crate::automation::{AutomationPatch, NewAutomation, RunOutcome};
 use crate::mcp::{ToolCallQuery, ToolCallReport};
 use crate::policy::{DecisionQuery, DecisionReport, NewPolicy, UpdatePolicy};
 use crate::session::{NewSession, ProgressReport, SessionQuery, SessionUpdate};
+use crate::sync::MirrorHost;
 use model::{
     CreateProject, CreateTask, CreateTaskStatus, PageQuery, TaskQuery, UpdateProject, UpdateTask,
     UpdateTaskStatus,
@@ -207,6 +209,18 @@ pub enum OrgOp {
     RecordToolCall(ToolCallReport),
     /// The audit trail, newest first (answers a [`crate::mcp::ToolCallPage`]).
     ListToolCalls(ToolCallQuery),
+    /// Creates or updates the object's mirror of one of the org's hosts (they live in the
+    /// directory; the mirror is what the `hosts` shape serves).
+    PutHost(MirrorHost),
+    /// Makes the mirror equal the directory's list of the org's hosts.
+    SyncHosts {
+        hosts: Vec<MirrorHost>,
+    },
+    /// Compacts the change log: to the newest `keep` entries, or by the usual size and age
+    /// rules (answers a [`crate::sync::Compacted`]).
+    CompactChanges {
+        keep: Option<i64>,
+    },
     /// The org was deleted: drop everything and answer 404 from now on (org ids are never
     /// reused, so a token minted before the deletion cannot bring the org back to life).
     Destroy,

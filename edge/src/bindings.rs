@@ -6,10 +6,12 @@ use serde::de::DeserializeOwned;
 use tether_durable::host::HostStatus;
 use tether_durable::objects::{
     ACTOR_HEADER, CallError, HOST_HEADER, ORG_HEADER, PATH_HEADER, call_org, fetch_object,
+    read_shape,
 };
 use tether_durable::org::OrgCall;
 use tether_durable::sql::{SqlError, SqlValue};
 use tether_durable::stream::{h as stream_headers, object_name};
+use tether_durable::sync::{ShapeChunk, ShapeRead};
 use tether_functions::backend::{
     Backend, Config, Db, HostRef, OrgStore, RateLimiter, StreamChunk, StreamStore, Tunnels,
 };
@@ -178,6 +180,10 @@ pub struct Orgs(ObjectNamespace);
 impl OrgStore for Orgs {
     async fn call(&self, call: &OrgCall) -> Result<Vec<u8>, ApiError> {
         call_org(&self.0, call).await.map_err(api_error)
+    }
+
+    async fn shape(&self, org_id: &str, read: &ShapeRead) -> Result<ShapeChunk, ApiError> {
+        read_shape(&self.0, org_id, read).await.map_err(api_error)
     }
 }
 

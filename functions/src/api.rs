@@ -13,6 +13,7 @@ mod pairing;
 mod policies;
 mod policy_decisions;
 mod sessions;
+mod shape;
 mod webhooks;
 
 use crate::auth::{self, Bearer, Credential, Principal};
@@ -196,6 +197,15 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
         };
     }
 
+    // The org's shapes are read by its members and by its machines (host tokens).
+    if let ["v1", "orgs", id, "shape"] = segs.as_slice() {
+        if m != Method::GET {
+            return method_not_allowed("GET");
+        }
+        let caller = authenticate_member_or_host(app, req).await?;
+        return shape::shape(app, &caller, id, req).await;
+    }
+
     let p = authenticate(app, req).await?;
     let p = &p;
     match (segs.as_slice(), m.clone()) {
@@ -206,6 +216,9 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
         (["v1", "orgs", id], Method::GET) => orgs::get(app, p, id).await,
         (["v1", "orgs", id], Method::PATCH) => orgs::update(app, p, id, req).await,
         (["v1", "orgs", id], Method::DELETE) => orgs::delete(app, p, id).await,
+        (["v1", "orgs", id, "sync", "compact"], Method::POST) => {
+            shape::compact(app, p, id, req).await
+        }
 
         (["v1", "members"], Method::GET) => members::list(app, p).await,
         (["v1", "members"], Method::POST) => members::create(app, p, req).await,
@@ -333,7 +346,8 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
                 "pause" | "resume" | "run" | "runs" | "prompt" | "prompts",
             ]
             | ["v1", "automations", _, "prompt", "rollback"]
-            | ["v1", "mcp", "audit"],
+            | ["v1", "mcp", "audit"]
+            | ["v1", "orgs", _, "sync", "compact"],
             _,
         ) => method_not_allowed("a method this resource supports (see /v1/openapi.json)"),
         _ => Err(ApiError::new(
@@ -458,7 +472,7 @@ fn own_org(p: &Principal, id: &str) -> Result<(), ApiError> {
 mod doc {
     use super::{
         auth_routes, automations, hosts, keys, mcp, members, org_data, orgs, pairing, policies,
-        policy_decisions, sessions, webhooks,
+        policy_decisions, sessions, shape, webhooks,
     };
     use crate::public;
     use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
@@ -544,6 +558,7 @@ mod doc {
             automations::delete, automations::pause, automations::resume, automations::run,
             automations::runs, automations::prompt, automations::set_prompt, automations::prompts,
             automations::rollback,
+            shape::shape, shape::compact,
         ),
         modifiers(&Security),
     )]

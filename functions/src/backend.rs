@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use tether_durable::host::HostStatus;
 use tether_durable::org::OrgCall;
 use tether_durable::sql::{SqlError, SqlValue};
+use tether_durable::sync::{ShapeChunk, ShapeRead};
 
 /// The directory database: SQLite semantics, asynchronous (Cloudflare D1).
 pub trait Db {
@@ -45,6 +46,9 @@ pub trait Db {
 /// without re-parsing (or the object's error).
 pub trait OrgStore {
     async fn call(&self, call: &OrgCall) -> Result<Vec<u8>, ApiError>;
+    /// Reads a shape from the org's change log; a live read may wait in the object for a
+    /// change (up to [`tether_durable::sync::LIVE_TIMEOUT_MS`]).
+    async fn shape(&self, org_id: &str, read: &ShapeRead) -> Result<ShapeChunk, ApiError>;
 }
 
 /// The host tunnels: one Host Durable Object per paired machine.

@@ -1,6 +1,7 @@
 //! The org store: every [`OrgOp`] as SQL over [`Sql`], each call in one transaction.
 
 mod automations;
+mod changes;
 mod mcp_audit;
 mod policies;
 mod sessions;
@@ -224,7 +225,14 @@ impl<'a, S: Sql> Store<'a, S> {
 
     /// Carries out one call atomically and answers its result as JSON.
     pub fn call(&self, call: OrgCall, now: i64) -> Result<Vec<u8>, StoreError> {
-        self.sql.transaction(|| self.dispatch(call, now))
+        let destroys = matches!(call.op, OrgOp::Destroy);
+        self.sql.transaction(|| {
+            let answer = self.dispatch(call, now)?;
+            if !destroys {
+                self.compact_if_due(now)?;
+            }
+            Ok(answer)
+        })
     }
 
     fn dispatch(&self, call: OrgCall, now: i64) -> Result<Vec<u8>, StoreError> {
@@ -344,12 +352,15 @@ impl<'a, S: Sql> Store<'a, S> {
                 .record_tool_call(&actor, report, now, MAX_CALLS)
                 .and_then(json),
             OrgOp::ListToolCalls(q) => json(self.list_tool_calls(&q)?),
+            OrgOp::PutHost(host) => self.put_host(&host).and_then(json),
+            OrgOp::SyncHosts { hosts } => self.sync_hosts(&hosts).and_then(json),
+            OrgOp::CompactChanges { keep } => json(self.compact(keep, now)?),
             OrgOp::Destroy => {
                 self.sql.execute_script(
                     "DROP TABLE automation_runs; DROP TABLE automation_prompts; DROP TABLE automations;
                      DROP TABLE mcp_calls; DROP TABLE policy_decisions; DROP TABLE org_policies;
                      DROP TABLE sessions; DROP TABLE project_links; DROP TABLE streams; DROP TABLE tasks; DROP TABLE task_statuses; DROP TABLE projects;
-                     DROP TABLE counters; DELETE FROM meta;
+                     DROP TABLE counters; DROP TABLE hosts; DROP TABLE changes; DELETE FROM meta;
                      INSERT INTO meta (key, value) VALUES ('destroyed', '1');",
                 )?;
                 json(())

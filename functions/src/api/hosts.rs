@@ -14,6 +14,7 @@ use crate::error::ApiError;
 use crate::http::{self as h, Request, Response};
 use http::StatusCode;
 use tether_durable::error::ErrorBody;
+use tether_durable::org::OrgOp;
 use tether_durable::time::now_ms;
 
 /// The host with its tunnel's live status (revoked hosts have no tunnel to ask).
@@ -173,8 +174,22 @@ pub(super) async fn live_host(
 pub async fn revoke(app: &impl Backend, p: &Principal, id: &str) -> Result<Response, ApiError> {
     p.require(Role::Admin)?;
     let host = hosts::revoke_host(app.db(), &p.org_id, id, now_ms()).await?;
+    mirror(app, &host.org_id, &host.id).await;
     app.tunnels().revoke(&host_ref(&host)).await?;
     Ok(h::no_content())
+}
+
+/// Copies a host's directory row into its org's object, which serves the `hosts` shape. The
+/// directory is the truth and already changed: a failure is logged, not answered, and the
+/// next initial read of the shape reconciles the mirror anyway.
+pub(super) async fn mirror(app: &impl Backend, org_id: &str, host_id: &str) {
+    let put = async {
+        let host = hosts::mirror_host(app.db(), org_id, host_id).await?;
+        super::org_call_as(app, org_id, host_id, OrgOp::PutHost(host)).await
+    };
+    if let Err(e) = put.await {
+        tracing::warn!(host = host_id, error = %e, "mirroring a host into its org failed");
+    }
 }
 
 /// A nonce for the host to sign (no credential). Unknown and revoked hosts: 404, which tells a

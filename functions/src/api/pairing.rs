@@ -67,8 +67,7 @@ pub async fn status(app: &impl Backend, req: &Request, raw: &str) -> Result<Resp
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn approve(app: &impl Backend, p: &Principal, raw: &str) -> Result<Response, ApiError> {
     let code = code(raw)?;
-    Ok(h::json(
-        StatusCode::CREATED,
-        &hosts::approve_pairing(app.db(), p, &code, now_ms()).await?,
-    ))
+    let host = hosts::approve_pairing(app.db(), p, &code, now_ms()).await?;
+    super::hosts::mirror(app, &host.org_id, &host.id).await;
+    Ok(h::json(StatusCode::CREATED, &host))
 }

@@ -13,6 +13,7 @@ use tether_durable::org::OrgCall;
 use tether_durable::org::store::Store;
 use tether_durable::sql::{NativeSql, Sql, SqlError, SqlValue};
 use tether_durable::stream::Offset;
+use tether_durable::sync::{ShapeChunk, ShapeRead};
 
 struct TestDb(NativeSql);
 
@@ -51,6 +52,19 @@ impl OrgStore for TestOrgs {
         // Through JSON, as over the wire.
         let call: OrgCall = serde_json::from_value(serde_json::to_value(call).unwrap()).unwrap();
         Ok(Store::open(sql).and_then(|s| s.call(call, tether_durable::time::now_ms()))?)
+    }
+
+    /// A live read that finds nothing answers at once, as if its wait had timed out.
+    async fn shape(&self, org_id: &str, read: &ShapeRead) -> Result<ShapeChunk, ApiError> {
+        let mut map = self.0.borrow_mut();
+        let sql = map
+            .entry(org_id.to_owned())
+            .or_insert_with(|| NativeSql::open_in_memory().unwrap());
+        let read: ShapeRead = serde_json::from_value(serde_json::to_value(read).unwrap()).unwrap();
+        let now = tether_durable::time::now_ms();
+        Ok(Store::open(sql)
+            .and_then(|s| s.shape(&read, now))?
+            .into_chunk())
     }
 }
 
@@ -1963,4 +1977,5 @@ fn sessions_start_on_a_linked_host_and_hosts_report_only_their_own() {
 mod automations;
 mod mcp;
 mod policies;
+mod shape;
 mod webhooks;

@@ -16,6 +16,7 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tether_durable::host::HostStatus;
 use tether_durable::ids;
+use tether_durable::sync::MirrorHost;
 use tether_durable::time::rfc3339;
 use tether_durable::validate;
 use utoipa::ToSchema;
@@ -453,6 +454,33 @@ pub async fn hosts(db: &impl Db, org_id: &str) -> Result<Vec<Host>, ApiError> {
         .await?;
     rows.into_iter().map(HostRow::into_host).collect()
 }
+
+/// The org's hosts (revoked ones included) as its object mirrors them for the `hosts` shape.
+pub async fn mirror_hosts(db: &impl Db, org_id: &str) -> Result<Vec<MirrorHost>, ApiError> {
+    Ok(db
+        .query(
+            &format!("{MIRROR_SELECT} WHERE org_id = ? ORDER BY id"),
+            &[org_id.into()],
+        )
+        .await?)
+}
+
+/// One host of the org as its object mirrors it.
+pub async fn mirror_host(
+    db: &impl Db,
+    org_id: &str,
+    host_id: &str,
+) -> Result<MirrorHost, ApiError> {
+    db.query_one(
+        &format!("{MIRROR_SELECT} WHERE org_id = ? AND id = ?"),
+        &[org_id.into(), host_id.into()],
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("host"))
+}
+
+const MIRROR_SELECT: &str =
+    "SELECT id, name, os, arch, agents, created_by, created_at, revoked_at FROM hosts";
 
 /// A host of `org_id`; other orgs' hosts are "not found".
 pub async fn host(db: &impl Db, org_id: &str, host_id: &str) -> Result<Host, ApiError> {

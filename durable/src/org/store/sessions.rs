@@ -236,7 +236,7 @@ impl<S: Sql> Store<'_, S> {
     }
 
     /// Queued sessions whose host never picked them up in time fail now, with the reason.
-    fn expire_queued(&self, now: i64) -> Result<(), StoreError> {
+    pub(super) fn expire_queued(&self, now: i64) -> Result<(), StoreError> {
         self.sql.execute(
             "UPDATE sessions SET status = 'failed', ended_at = ?,
                  reason = 'host offline too long: the session was not started in time'

@@ -652,5 +652,6 @@ fn a_queued_session_fails_when_its_host_never_comes() {
 }
 
 mod automations;
+mod changes;
 mod mcp_audit;
 mod policies;
