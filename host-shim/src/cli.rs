@@ -12,6 +12,7 @@ mod policy;
 mod projects;
 mod service;
 mod status;
+mod tasks;
 mod up;
 mod worktrees;
 
@@ -106,6 +107,16 @@ pub enum Command {
     Projects {
         #[command(subcommand)]
         command: ProjectsCommand,
+    },
+    /// The org's tasks as this machine's mirror has them: no network needed, daemon running or
+    /// not.
+    ///
+    /// The daemon (`tether up`) mirrors the org's tasks, statuses, projects, hosts, sessions
+    /// and automations into the local database and keeps them live; every answer says how
+    /// current the mirror is.
+    Tasks {
+        #[command(subcommand)]
+        command: TasksCommand,
     },
     /// Show a session's terminal here: replay it, follow it live, type into it.
     ///
@@ -206,6 +217,30 @@ pub enum ProjectsCommand {
     Unlink { project: String },
     /// The projects linked on this machine.
     List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TasksCommand {
+    /// Tasks, newest first: slug, status, priority, title. The first line says how current
+    /// the mirror is (e.g. `mirror synced 3 s ago (live)`).
+    List {
+        /// Only tasks in this status: its name (any case) or id.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only tasks of this project: its name (any case) or id.
+        #[arg(long)]
+        project: Option<String>,
+        /// Only tasks assigned to this member (mem_...), or `none` for unassigned ones.
+        #[arg(long)]
+        assignee: Option<String>,
+        /// At most this many tasks.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: u32,
+        /// Print {"tasks": [...], "mirror": {"synced_at", "age_secs", "live"}} instead, the
+        /// tasks as the API shows them.
         #[arg(long)]
         json: bool,
     },
@@ -332,6 +367,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             command,
         } => hosts::hosts(&paths()?, server, key, command).await,
         Command::Projects { command } => projects::projects(&paths()?, command).await,
+        Command::Tasks { command } => tasks::tasks(&paths()?, command).await,
         Command::Attach {
             session,
             from,

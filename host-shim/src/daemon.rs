@@ -3,7 +3,8 @@
 //! [`Daemon::load`] gathers what the daemon runs on (paths, identity, state database, pairing)
 //! and takes the state folder's lock, so one state folder has at most one daemon.
 //! [`run_daemon`] is the daemon itself; it returns when its shutdown future completes
-//! (SIGINT/SIGTERM, see [`shutdown_signal`]).
+//! (SIGINT/SIGTERM, see [`shutdown_signal`]). Besides the tunnel it runs the control socket,
+//! the org policies' sync, the decision reports and the org's mirror ([`crate::mirror`]).
 //!
 //! Exit codes: 0 after a clean shutdown; [`EXIT_DO_NOT_RESTART`] when retrying cannot help (not
 //! paired, revoked), which the systemd unit lists in `RestartPreventExitStatus=`; 1 for anything
@@ -15,6 +16,7 @@ use crate::guardrails::{Guardrails, report};
 use crate::host_auth::HostAuth;
 use crate::identity::Identity;
 use crate::mcp::relay::Relay;
+use crate::mirror::{Mirror, Syncer};
 use crate::paths::Paths;
 use crate::policy;
 use crate::presets;
@@ -166,7 +168,25 @@ pub async fn run_daemon(daemon: Daemon, shutdown: impl Future<Output = ()>) -> R
         .map_err(Error::HttpClient)?;
     let sessions = Sessions::new(state.clone(), auth.clone(), settings, api.clone())?;
     sessions.recover().await?;
-    let relay = Arc::new(Relay::new(auth.clone(), api.clone()));
+    // The org's tables, mirrored into the state database for `tether tasks list` and the
+    // agents' read tools (which then work offline too).
+    let mirror = match Mirror::new(state.clone()) {
+        Ok(m) => Some(Arc::new(m)),
+        Err(e) => {
+            error!(error = %e, "the mirror is unavailable: the agents' read tools ask the edge");
+            None
+        }
+    };
+    let mirror_sync = mirror.as_ref().and_then(|m| {
+        match Syncer::connect(m.clone(), api.clone(), auth.clone(), &daemon.pairing.org_id) {
+            Ok(syncer) => Some(tokio::spawn(async move { syncer.run().await })),
+            Err(e) => {
+                error!(error = %e, "the org's tables cannot be mirrored");
+                None
+            }
+        }
+    });
+    let relay = Arc::new(Relay::new(auth.clone(), api.clone()).with_mirror(mirror.clone()));
     let mut background = vec![serve_control(&daemon.paths, &guardrails, &sessions, &relay)];
     let every = std::time::Duration::from_secs(config.policy_sync_secs.unwrap_or(30).max(1));
     let (g, a, h) = (guardrails.clone(), auth.clone(), api.clone());
@@ -185,6 +205,16 @@ pub async fn run_daemon(daemon: Daemon, shutdown: impl Future<Output = ()>) -> R
     let outcome = tunnel.run(shutdown).await;
     for task in background.into_iter().flatten() {
         task.abort();
+    }
+    if let Some(task) = mirror_sync {
+        task.abort();
+        // Waited for, so nothing it was writing lands after the mirror is marked stopped.
+        let _ = task.await;
+    }
+    if let Some(m) = &mirror
+        && let Err(e) = m.stop_live(None).await
+    {
+        warn!(error = %e, "marking the mirror stopped failed");
     }
     let _ = std::fs::remove_file(daemon.paths.control_socket());
     sessions.shutdown().await;

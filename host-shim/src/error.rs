@@ -129,6 +129,10 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A mirror query named a column that is not a plain identifier (a bug in the caller).
+    #[error("the mirror has no column {column:?}")]
+    MirrorColumn { column: String },
+
     /// A success status whose body is not what the API documents.
     #[error("{method} {url}: unexpected answer")]
     UnexpectedBody {

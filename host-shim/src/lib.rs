@@ -15,6 +15,9 @@
 //!   their config files, for the guardrails (the `tether hook` command is not wired yet).
 //! - [`mcp`]: the local MCP server every agent gets (`tether mcp`, rmcp over stdio): the org's
 //!   tools and its own session's, relayed by the daemon (which holds the host token) to the edge.
+//! - [`mirror`]: the org's tables (tasks, statuses, projects, hosts, sessions, automations)
+//!   mirrored into the state database over the edge's Electric shape API, and read back with
+//!   how stale they are (`tether tasks list`, the agents' MCP read tools).
 //! - [`host_auth`]: the host token (a signed server nonce), cached for the tunnel and the
 //!   session code's HTTP calls.
 //! - [`sessions`]: agent sessions: a start command becomes a worktree ([`worktree`]), an
@@ -36,6 +39,7 @@ pub mod hooks;
 pub mod host_auth;
 pub mod identity;
 pub mod mcp;
+pub mod mirror;
 pub mod pairing;
 pub mod paths;
 pub mod policy;

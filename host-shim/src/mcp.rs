@@ -10,7 +10,8 @@
 //!   [`crate::control::Request::Mcp`].
 //! - [`relay`]: the daemon's side. It answers only for sessions it runs now, and calls the
 //!   edge with its host token: `POST /mcp` for the org's tools, the host's session routes for
-//!   the session tools ([`session_tools`]).
+//!   the session tools ([`session_tools`]). With the daemon's mirror of the org, the read tools
+//!   ([`mirror_tools`]) are answered locally, offline too.
 //! - [`config`]: how an agent learns the command: the per-session file in Claude Code's
 //!   `--mcp-config` format that the daemon writes (`TETHER_MCP_CONFIG`), and the values the
 //!   presets' `mcp_args` placeholders take.
@@ -19,6 +20,7 @@
 //! to, and the daemon checks that it runs that session before it speaks for it.
 
 pub mod config;
+pub mod mirror_tools;
 pub mod relay;
 pub mod server;
 pub mod session_tools;

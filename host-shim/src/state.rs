@@ -20,6 +20,10 @@
 //! - `policy_decisions(id, at, session_id, agent, event, policy, decision, reason,
 //!   duration_us)`: every guardrail policy's decision; `kv.decisions_reported` is the last id
 //!   the org has.
+//! - `mirror_rows(tbl, key, row)` and `mirror_shapes(tbl, handle, next_offset, cursor, schema,
+//!   synced_at, live, resyncs)`: the org's tables as the edge's shape API last delivered them
+//!   (`row` is a JSON object of Postgres text values; indexed by its `id`, and by `number` for
+//!   the tasks' newest-first lists) and where each table's sync stands; see [`crate::mirror`].
 
 use crate::Error;
 use libsql::{Connection, TransactionBehavior, Value};
@@ -97,6 +101,28 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
      CREATE INDEX policy_decisions_by_time ON policy_decisions (at);",
     ),
     (4, "ALTER TABLE policy_decisions ADD COLUMN agent TEXT;"),
+    (
+        5,
+        "CREATE TABLE mirror_rows (
+         tbl TEXT NOT NULL,
+         key TEXT NOT NULL,
+         row TEXT NOT NULL,
+         PRIMARY KEY (tbl, key)
+     ) STRICT;
+     CREATE INDEX mirror_rows_by_id ON mirror_rows (tbl, json_extract(row, '$.id'));
+     CREATE INDEX mirror_rows_by_number
+         ON mirror_rows (tbl, CAST(json_extract(row, '$.number') AS INTEGER));
+     CREATE TABLE mirror_shapes (
+         tbl         TEXT PRIMARY KEY,
+         handle      TEXT,
+         next_offset TEXT NOT NULL,
+         cursor      TEXT,
+         schema      TEXT,
+         synced_at   INTEGER,
+         live        INTEGER NOT NULL,
+         resyncs     INTEGER NOT NULL DEFAULT 0
+     ) STRICT;",
+    ),
 ];
 
 /// Keys of the `kv` table.
@@ -139,7 +165,7 @@ pub struct CommandRecord {
 pub struct State {
     path: PathBuf,
     // The connection borrows nothing, but the database must outlive it.
-    _db: libsql::Database,
+    db: libsql::Database,
     conn: Connection,
 }
 
@@ -174,7 +200,7 @@ impl State {
             .map_err(db_err(&display, "setting the busy timeout"))?;
         let state = Self {
             path: display,
-            _db: db,
+            db,
             conn,
         };
         if path != Path::new(":memory:") {
@@ -202,6 +228,17 @@ impl State {
     /// The connection, for the table modules that extend `State` (sessions, worktrees).
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// A connection of its own to this database, for a component that runs its own
+    /// transactions (the mirror): statements another task sends on the shared connection while
+    /// a transaction is open there would land inside it. (For an in-memory database this is a
+    /// different, empty database: such components need a file.)
+    pub(crate) fn connect(&self) -> Result<Connection, Error> {
+        let conn = self.db.connect().map_err(self.err("connecting"))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(self.err("setting the busy timeout"))?;
+        Ok(conn)
     }
 
     /// Turns a libsql error into ours, naming the database and what we were doing.

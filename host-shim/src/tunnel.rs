@@ -541,15 +541,15 @@ fn now_ms() -> i64 {
     crate::state::now_ms()
 }
 
-fn random() -> u64 {
+pub(crate) fn random() -> u64 {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
     u64::from_le_bytes(b)
 }
 
 /// The wait before reconnect attempt `failures` (0 = first): exponential, capped at `cap`,
-/// half jittered.
-fn backoff(failures: u32, cap: Duration, random: u64) -> Duration {
+/// half jittered. (The mirror's requests back off the same way.)
+pub(crate) fn backoff(failures: u32, cap: Duration, random: u64) -> Duration {
     let base = BACKOFF_MIN
         .saturating_mul(1u32 << failures.min(16))
         .min(cap);

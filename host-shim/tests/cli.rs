@@ -288,6 +288,8 @@ async fn every_command_has_help() {
         &["projects", "link"],
         &["projects", "unlink"],
         &["projects", "list"],
+        &["tasks"],
+        &["tasks", "list"],
         &["attach"],
         &["worktrees"],
         &["worktrees", "list"],
@@ -795,5 +797,133 @@ async fn mcp_without_a_daemon_lists_the_session_tools_and_says_why_calls_fail() 
             .unwrap()
             .contains("the daemon is not running"),
         "{result}"
+    );
+}
+
+#[tokio::test]
+async fn tasks_list_reads_the_mirror_offline_and_says_how_current_it_is() {
+    use tether::mirror::protocol::Message;
+    use tether::mirror::store::Batch;
+    let home = Home::new();
+    // No state at all: nothing to read, and nothing is created.
+    let out = home.run(&["tasks", "list"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "mirror not synced yet: start the daemon (tether up)"
+    );
+    assert!(!home.state_dir().exists());
+
+    // A mirror as a daemon left it (no daemon runs now, no server exists).
+    let mirror = tether::mirror::Mirror::open(&home.paths().state_db())
+        .await
+        .unwrap();
+    let load = |table: &str, schema: &str, rows: Vec<Value>| {
+        let mut messages: Vec<Message> = rows
+            .into_iter()
+            .map(|r| Message::Insert {
+                key: r["id"].as_str().unwrap().to_owned(),
+                value: r.as_object().unwrap().clone(),
+            })
+            .collect();
+        messages.push(Message::UpToDate);
+        let batch = Batch {
+            handle: "h".into(),
+            offset: "3_0".into(),
+            cursor: None,
+            schema: Some(schema.into()),
+            messages,
+        };
+        (table.to_owned(), batch)
+    };
+    for (table, batch) in [
+        load(
+            "task_statuses",
+            r#"{"position":{"type":"int4"}}"#,
+            vec![
+                json!({"id":"sts_1","name":"Todo","category":"unstarted","position":"0"}),
+                json!({"id":"sts_2","name":"In Progress","category":"started","position":"1"}),
+            ],
+        ),
+        load(
+            "projects",
+            "{}",
+            vec![json!({"id":"prj_1","name":"App","default_branch":"main"})],
+        ),
+        load(
+            "tasks",
+            r#"{"number":{"type":"int4"},"labels":{"type":"jsonb"}}"#,
+            vec![
+                json!({"id":"tsk_1","number":"1","slug":"CLI-1","title":"Write the docs","priority":"low",
+                       "status_id":"sts_1","project_id":"prj_1","assignee_id":null,"labels":"[]"}),
+                json!({"id":"tsk_2","number":"2","slug":"CLI-2","title":"Fix the build","priority":"urgent",
+                       "status_id":"sts_2","project_id":null,"assignee_id":"mem_1","labels":"[\"ci\"]"}),
+            ],
+        ),
+    ] {
+        mirror.apply(&table, &batch).await.unwrap();
+    }
+    drop(mirror);
+
+    let out = home.run(&["tasks", "list"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    // Synced moments ago, but no daemon keeps it live.
+    assert!(
+        lines[0].starts_with("mirror last synced ") && lines[0].ends_with("(daemon not syncing)"),
+        "{text}"
+    );
+    assert!(lines[1].starts_with("SLUG"), "{text}");
+    assert!(
+        lines[2].starts_with("CLI-2")
+            && lines[2].contains("In Progress")
+            && lines[2].contains("urgent"),
+        "{text}"
+    );
+    assert!(
+        lines[3].starts_with("CLI-1") && lines[3].ends_with("Write the docs"),
+        "{text}"
+    );
+
+    let out = home
+        .run(&["tasks", "list", "--json", "--status", "todo"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["tasks"][0]["slug"], "CLI-1");
+    assert_eq!(v["tasks"][0]["number"], 1);
+    assert_eq!(v["tasks"][0]["status"]["name"], "Todo");
+    assert_eq!(v["mirror"]["live"], false);
+    assert!(
+        v["mirror"]["synced_at"].is_string() && v["mirror"]["age_secs"].is_u64(),
+        "{v}"
+    );
+
+    for (args, want) in [
+        (&["--project", "app"][..], vec!["CLI-1"]),
+        (&["--assignee", "none"][..], vec!["CLI-1"]),
+        (&["--assignee", "mem_1"][..], vec!["CLI-2"]),
+        (&["--limit", "1"][..], vec!["CLI-2"]),
+    ] {
+        let mut a = vec!["tasks", "list", "--json"];
+        a.extend_from_slice(args);
+        let out = home.run(&a).await;
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let slugs: Vec<&str> = v["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["slug"].as_str().unwrap())
+            .collect();
+        assert_eq!(slugs, want, "{args:?}");
+    }
+    let out = home.run(&["tasks", "list", "--status", "Doing"]).await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Todo, In Progress"),
+        "{}",
+        stderr(&out)
     );
 }

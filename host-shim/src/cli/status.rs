@@ -33,7 +33,9 @@ pub async fn status(paths: &Paths) -> Result<ExitCode> {
         ),
         None => ("no (run `tether pair`)", "-".to_owned(), "-".to_owned()),
     };
-    let daemon = if tether::daemon::is_running(paths) {
+    let running = tether::daemon::is_running(paths);
+    let mirror = mirror(paths, running).await;
+    let daemon = if running {
         "running"
     } else {
         "not running (`tether up`)"
@@ -88,6 +90,7 @@ pub async fn status(paths: &Paths) -> Result<ExitCode> {
         ("server", server),
         ("identity", identity),
         ("daemon", daemon.to_owned()),
+        ("mirror", mirror),
         ("policies", policies),
         ("hooks", hooks),
         ("login", login),
@@ -98,4 +101,34 @@ pub async fn status(paths: &Paths) -> Result<ExitCode> {
         println!("{k:9} {v}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The org's mirror in a line: how current, how big, how often the edge made it start over.
+async fn mirror(paths: &Paths, running: bool) -> String {
+    if !paths.state_db().exists() {
+        return "-".to_owned();
+    }
+    let read = async {
+        let m = tether::mirror::Mirror::open(&paths.state_db()).await?;
+        let staleness = m
+            .staleness(tether::mirror::TABLES)
+            .await?
+            .with_daemon(running);
+        let shapes = m.shapes().await?;
+        let rows: i64 = m.counts().await?.iter().map(|(_, n)| n).sum();
+        Ok::<_, tether::Error>((staleness, shapes, rows))
+    };
+    match read.await {
+        Ok((staleness, shapes, rows)) => {
+            let line = staleness.describe(running);
+            let line = line.strip_prefix("mirror ").unwrap_or(&line);
+            let resyncs: i64 = shapes.iter().map(|s| s.resyncs).sum();
+            format!(
+                "{line}; {} of {} tables, {rows} rows, {resyncs} resyncs",
+                shapes.len(),
+                tether::mirror::TABLES.len()
+            )
+        }
+        Err(e) => format!("unreadable: {e}"),
+    }
 }

@@ -4,15 +4,21 @@
 //! - The org's tools: JSON-RPC to the edge's `POST /mcp`, whose `result` or `error` passes
 //!   through as is. The edge lists the same tools for a host as for a member.
 //! - The session tools ([`session_tools`]): the host's own session routes.
+//! - The org's read tools, when the daemon mirrors the org ([`mirror_tools`]): answered from
+//!   the mirror, with how stale it is; the edge answers what the mirror cannot.
 //!
 //! The agent is told what went wrong in the API's error shape (`{"error": {"code",
 //! "message"}}`) as a tool result with `isError`, whether the edge refused (its own body) or
-//! could not be reached. When the edge cannot list its tools, the list holds the session tools
-//! alone, so an agent that starts while the network is down still gets a working server.
+//! could not be reached. When the edge cannot list its tools, the list is the one it gave last
+//! (kept in the state database), or the session tools alone before it ever gave one, so an
+//! agent that starts while the network is down still gets a working server whose read tools
+//! answer from the mirror.
 
+use super::mirror_tools;
 use super::session_tools::{self, SessionTool};
 use super::{CALL_TOOL, LIST_TOOLS, McpAnswer};
 use crate::host_auth::{HostAuth, TokenError};
+use crate::mirror::Mirror;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ContentBlock, ErrorCode, ErrorData, ListToolsResult,
@@ -27,6 +33,10 @@ use tracing::{debug, warn};
 const PROTOCOL_VERSION: &str = "2025-06-18";
 /// How much of a non-JSON error body goes into the message.
 const ERROR_BODY_CHARS: usize = 300;
+/// The `kv` key of the org's tool list as the edge last gave it (JSON), for offline starts.
+const TOOLS_KEY: &str = "mcp_tools";
+/// A tool list bigger than this is not kept (the edge's is about 30 KB).
+const TOOLS_MAX_BYTES: usize = 1 << 20;
 
 /// Why the edge gave no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +89,7 @@ struct RpcResponse {
 pub struct Relay {
     auth: Arc<HostAuth>,
     http: reqwest::Client,
+    mirror: Option<Arc<Mirror>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -92,7 +103,18 @@ impl std::fmt::Debug for Relay {
 impl Relay {
     /// `http` is the daemon's client for the edge's API.
     pub fn new(auth: Arc<HostAuth>, http: reqwest::Client) -> Self {
-        Self { auth, http }
+        Self {
+            auth,
+            http,
+            mirror: None,
+        }
+    }
+
+    /// Answers the org's read tools from `mirror` (and keeps the tool list for offline starts
+    /// in its database).
+    pub fn with_mirror(mut self, mirror: Option<Arc<Mirror>>) -> Self {
+        self.mirror = mirror;
+        self
     }
 
     /// The answer to `method` with `params` for session `session`, which the caller has
@@ -112,26 +134,58 @@ impl Relay {
 
     /// The org's tools, then the session's.
     async fn list_tools(&self) -> McpAnswer {
-        let mut tools = match self.rpc(LIST_TOOLS, None).await {
+        let edge = match self.rpc(LIST_TOOLS, None).await {
             Ok(Ok(result)) => match serde_json::from_value::<ListToolsResult>(result) {
-                Ok(list) => list.tools,
+                Ok(list) => {
+                    self.keep_tools(&list.tools).await;
+                    Some(list.tools)
+                }
                 Err(e) => {
-                    warn!(error = %e, "the edge's tool list is not understood; listing the session tools only");
-                    Vec::new()
+                    warn!(error = %e, "the edge's tool list is not understood");
+                    None
                 }
             },
             Ok(Err(e)) => {
-                warn!(code = e.code.0, message = %e.message, "the edge refused to list its tools; listing the session tools only");
-                Vec::new()
+                warn!(code = e.code.0, message = %e.message, "the edge refused to list its tools");
+                None
             }
             Err(e) => {
-                warn!(error = %e, "the org's MCP tools are unavailable; listing the session tools only");
-                Vec::new()
+                warn!(error = %e, "the org's MCP tools are unavailable");
+                None
             }
+        };
+        let mut tools = match edge {
+            Some(tools) => tools,
+            None => self.kept_tools().await.unwrap_or_default(),
         };
         tools.retain(|t| !session_tools::is_session_tool(&t.name));
         tools.extend(session_tools::tools());
         result(&ListToolsResult::with_all_items(tools))
+    }
+
+    /// Keeps the edge's tool list for when it cannot be asked.
+    async fn keep_tools(&self, tools: &[rmcp::model::Tool]) {
+        let Some(mirror) = &self.mirror else { return };
+        let Ok(text) = serde_json::to_string(tools) else {
+            return;
+        };
+        if text.len() > TOOLS_MAX_BYTES {
+            return;
+        }
+        let state = mirror.state();
+        if state.get(TOOLS_KEY).await.ok().flatten().as_deref() != Some(text.as_str())
+            && let Err(e) = state.set(TOOLS_KEY, &text).await
+        {
+            warn!(error = %e, "keeping the org's tool list failed");
+        }
+    }
+
+    /// The tool list the edge gave last, if the daemon kept one.
+    async fn kept_tools(&self) -> Option<Vec<rmcp::model::Tool>> {
+        let text = self.mirror.as_ref()?.state().get(TOOLS_KEY).await.ok()??;
+        let tools = serde_json::from_str(&text).ok()?;
+        debug!("listing the org's tools as the edge gave them last");
+        Some(tools)
     }
 
     async fn call_tool(&self, session: &str, params: Value) -> McpAnswer {
@@ -145,20 +199,39 @@ impl Relay {
             }
         };
         let args = call.arguments.clone().unwrap_or_default();
-        let answer = match SessionTool::parse(&call.name, args) {
+        let mut from_mirror = false;
+        let answer = match SessionTool::parse(&call.name, args.clone()) {
             Some(Ok(tool)) => result(&self.session_tool(session, &tool).await),
             Some(Err(e)) => result(&tool_error(&ErrorBody::new(
                 "invalid_arguments",
                 format!("{}: {e}", call.name),
             ))),
-            None => self.org_tool(&call).await,
+            None => match self.mirror_answer(&call.name, &args).await {
+                Some(answer) => {
+                    from_mirror = true;
+                    answer
+                }
+                None => self.org_tool(&call).await,
+            },
         };
         let failed = match &answer {
             McpAnswer::Result(v) => v.get("isError") == Some(&Value::Bool(true)),
             McpAnswer::Error(_) => true,
         };
-        debug!(tool = %call.name, failed, "MCP tool call");
+        debug!(tool = %call.name, failed, from_mirror, "MCP tool call");
         answer
+    }
+
+    /// A read tool answered from the mirror, if the daemon has one and it can.
+    async fn mirror_answer(
+        &self,
+        tool: &str,
+        args: &serde_json::Map<String, Value>,
+    ) -> Option<McpAnswer> {
+        let answer = mirror_tools::answer(self.mirror.as_ref()?, tool, args).await?;
+        Some(result(&CallToolResult::success(vec![ContentBlock::text(
+            answer.to_string(),
+        )])))
     }
 
     /// A tool of the org's, called at the edge.
@@ -357,6 +430,86 @@ mod tests {
         assert!(
             matches!(&answer, McpAnswer::Error(e) if e.code == ErrorCode::INVALID_PARAMS),
             "{answer:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn offline_the_read_tools_answer_from_the_mirror_and_the_kept_list_is_offered() {
+        use crate::mirror::protocol::Message;
+        use crate::mirror::store::Batch;
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Arc::new(Mirror::open(&dir.path().join("state.db")).await.unwrap());
+        let relay = offline().with_mirror(Some(mirror.clone()));
+        for (table, row) in [
+            (
+                "task_statuses",
+                json!({"id": "sts_1", "name": "Todo", "category": "unstarted"}),
+            ),
+            (
+                "tasks",
+                json!({"id": "tsk_1", "number": "1", "slug": "T-1", "status_id": "sts_1"}),
+            ),
+        ] {
+            let batch = Batch {
+                handle: "h".into(),
+                offset: "1_0".into(),
+                messages: vec![
+                    Message::Insert {
+                        key: "k".into(),
+                        value: row.as_object().unwrap().clone(),
+                    },
+                    Message::UpToDate,
+                ],
+                ..Batch::default()
+            };
+            mirror.apply(table, &batch).await.unwrap();
+        }
+        let answer = relay
+            .answer(
+                "ses_1",
+                CALL_TOOL,
+                json!({"name": "tasks_list", "arguments": {}}),
+            )
+            .await;
+        let (failed, text) = tool_text(&answer);
+        assert!(!failed, "{text}");
+        let list: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(list["data"][0]["slug"], "T-1", "{list}");
+        assert_eq!(list["mirror"]["live"], true, "{list}");
+        // A write still needs the edge.
+        let answer = relay
+            .answer(
+                "ses_1",
+                CALL_TOOL,
+                json!({"name": "tasks_create", "arguments": {"title": "x"}}),
+            )
+            .await;
+        let (failed, text) = tool_text(&answer);
+        assert!(failed && text.contains("edge_unreachable"), "{text}");
+
+        // The list the edge gave last is offered while it cannot be asked.
+        let kept = vec![rmcp::model::Tool::new(
+            "tasks_list",
+            "List tasks",
+            Arc::new(serde_json::Map::new()),
+        )];
+        mirror
+            .state()
+            .set(TOOLS_KEY, &serde_json::to_string(&kept).unwrap())
+            .await
+            .unwrap();
+        let McpAnswer::Result(list) = relay.answer("ses_1", LIST_TOOLS, Value::Null).await else {
+            panic!("no list");
+        };
+        let list: ListToolsResult = serde_json::from_value(list).unwrap();
+        let names: Vec<&str> = list.tools.iter().map(|t| t.name.as_ref()).collect();
+        assert_eq!(
+            names,
+            [
+                "tasks_list",
+                session_tools::REPORT_PROGRESS,
+                session_tools::UPDATE_TASK
+            ]
         );
     }
 
