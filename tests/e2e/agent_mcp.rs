@@ -5,18 +5,7 @@
 //! routes; what the agent did shows through the REST API.
 
 use serde_json::{Value, json};
-use tether_tests::{Api, HostHome, TetherDaemon, session_machine, wait_session};
-
-/// What the fake agent's MCP server `tether` answered in session `id`.
-fn recorded(logs: &std::path::Path, id: &str) -> Value {
-    let path = logs.join(format!("{id}.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        let stderr = std::fs::read_to_string(logs.join(format!("{id}.tether.stderr")));
-        panic!("{}: {e}; the server said: {stderr:?}", path.display())
-    });
-    let v: Value = serde_json::from_str(&text).unwrap();
-    v["servers"]["tether"].clone()
-}
+use tether_tests::{Api, HostHome, TetherDaemon, mcp_agent_machine, wait_session};
 
 /// A tool call's result: (isError, its text).
 fn outcome(call: &Value) -> (bool, String) {
@@ -57,15 +46,7 @@ async fn agents_get_the_orgs_tools_and_their_sessions_through_a_local_mcp_server
     // The agent preset as the built-in `claude` one has it: the file, then `--`, then the
     // prompt as a positional.
     let home = HostHome::new("agent-mcp");
-    let logs = home.path().join("mcp-logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let agent = tether_tests::root().join("tests/fixtures/fake-claude.py");
-    let extra = format!(
-        "\n[presets.claude-mcp]\ncommand = {agent:?}\nprompt = \"argv\"\n\
-         mcp_args = [\"--mcp-config\", \"{{mcp_config}}\", \"--\"]\n\
-         env = {{ FAKE_CLAUDE_MCP_LOG = {logs:?} }}\n"
-    );
-    let host_id = session_machine(&api, &url, &home, "agent-mcp", &extra)
+    let (host_id, logs) = mcp_agent_machine(&api, &url, &home, "agent-mcp")
         .await
         .unwrap();
     let daemon = TetherDaemon::start(&home).unwrap();
@@ -90,7 +71,7 @@ async fn agents_get_the_orgs_tools_and_their_sessions_through_a_local_mcp_server
     let ended = wait_session(&api, &id, &["exited", "failed", "stopped"], || daemon.log()).await;
     assert_eq!(ended["status"], "exited", "{ended}\n{}", daemon.log());
 
-    let server = recorded(&logs, &id);
+    let server = logs.recorded(&id);
     assert_eq!(
         server["initialize"]["result"]["serverInfo"]["name"], "tether-local",
         "{server}"
@@ -163,7 +144,7 @@ async fn agents_get_the_orgs_tools_and_their_sessions_through_a_local_mcp_server
     let id = v["id"].as_str().unwrap().to_owned();
     let ended = wait_session(&api, &id, &["exited", "failed", "stopped"], || daemon.log()).await;
     assert_eq!(ended["status"], "exited", "{ended}");
-    let server = recorded(&logs, &id);
+    let server = logs.recorded(&id);
     let calls = server["calls"].as_array().unwrap();
     assert_eq!(calls.len(), 1, "{server}");
     let (failed, text) = outcome(&calls[0]);

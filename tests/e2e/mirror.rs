@@ -8,7 +8,9 @@
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tether_tests::{Api, HostHome, TetherDaemon, pair, poll_until, session_machine, wait_session};
+use tether_tests::{
+    Api, HostHome, TetherDaemon, mcp_agent_machine, pair, poll_until, wait_session,
+};
 
 /// `tether tasks list --json` on `home`: {"tasks", "mirror"}.
 async fn mirror_list(home: &HostHome) -> Value {
@@ -259,13 +261,6 @@ async fn the_daemon_mirrors_the_orgs_tasks_resumes_after_a_restart_and_resyncs_a
     );
 }
 
-/// What the fake agent's MCP server `tether` answered in session `id`.
-fn recorded(logs: &std::path::Path, id: &str) -> Value {
-    let text = std::fs::read_to_string(logs.join(format!("{id}.json"))).unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap();
-    v["servers"]["tether"].clone()
-}
-
 /// A tool call's answer, parsed from its text.
 fn answer(call: &Value) -> Value {
     let result = &call["response"]["result"];
@@ -293,15 +288,7 @@ async fn agents_read_the_orgs_tasks_from_the_mirror() {
     let slug = task["slug"].as_str().unwrap().to_owned();
 
     let home = HostHome::new("mirror-mcp");
-    let logs = home.path().join("mcp-logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let agent = tether_tests::root().join("tests/fixtures/fake-claude.py");
-    let extra = format!(
-        "\n[presets.claude-mcp]\ncommand = {agent:?}\nprompt = \"argv\"\n\
-         mcp_args = [\"--mcp-config\", \"{{mcp_config}}\", \"--\"]\n\
-         env = {{ FAKE_CLAUDE_MCP_LOG = {logs:?} }}\n"
-    );
-    let host_id = session_machine(&api, &url, &home, "mirror-mcp", &extra)
+    let (host_id, logs) = mcp_agent_machine(&api, &url, &home, "mirror-mcp")
         .await
         .unwrap();
     let daemon = TetherDaemon::start(&home).unwrap();
@@ -324,7 +311,7 @@ async fn agents_read_the_orgs_tasks_from_the_mirror() {
     let ended = wait_session(&api, &id, &["exited", "failed", "stopped"], || daemon.log()).await;
     assert_eq!(ended["status"], "exited", "{ended}\n{}", daemon.log());
 
-    let server = recorded(&logs, &id);
+    let server = logs.recorded(&id);
     let calls = server["calls"].as_array().unwrap();
     assert_eq!(calls.len(), 3, "{server}");
     // Answered by the mirror: they say how current it is.

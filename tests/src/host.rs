@@ -5,6 +5,7 @@
 
 use crate::Api;
 use anyhow::{Context, Result, bail};
+use serde_json::Value;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -352,6 +353,45 @@ pub async fn session_machine(
         bail!("projects link: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(host_id)
+}
+
+/// A machine like [`session_machine`] with one more preset, `claude-mcp`:
+/// `tests/fixtures/fake-claude.py` given its session's MCP config the way the built-in `claude`
+/// preset passes it (the file, `--`, then the prompt). Answers the host id and where the agent
+/// records what its MCP server answered.
+pub async fn mcp_agent_machine(
+    api: &Api,
+    server: &str,
+    home: &HostHome,
+    name: &str,
+) -> Result<(String, McpLog)> {
+    let logs = home.path().join("mcp-logs");
+    std::fs::create_dir_all(&logs)?;
+    let agent = crate::root().join("tests/fixtures/fake-claude.py");
+    let extra = format!(
+        "\n[presets.claude-mcp]\ncommand = {agent:?}\nprompt = \"argv\"\n\
+         mcp_args = [\"--mcp-config\", \"{{mcp_config}}\", \"--\"]\n\
+         env = {{ FAKE_CLAUDE_MCP_LOG = {logs:?} }}\n"
+    );
+    let host_id = session_machine(api, server, home, name, &extra).await?;
+    Ok((host_id, McpLog(logs)))
+}
+
+/// What the `claude-mcp` agents' MCP servers answered, per session.
+pub struct McpLog(PathBuf);
+
+impl McpLog {
+    /// What the MCP server `tether` answered the agent of session `id` (panics with the
+    /// server's stderr when the agent recorded nothing).
+    pub fn recorded(&self, id: &str) -> Value {
+        let path = self.0.join(format!("{id}.json"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            let stderr = std::fs::read_to_string(self.0.join(format!("{id}.tether.stderr")));
+            panic!("{}: {e}; the server said: {stderr:?}", path.display())
+        });
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        v["servers"]["tether"].clone()
+    }
 }
 
 /// What the fake agent wrote in session `id` on `home`.

@@ -14,7 +14,8 @@ pub mod host;
 pub mod proxy;
 
 pub use host::{
-    HostHome, TempDir, TetherDaemon, agent_transcript, git, pair, session_machine, tether_bin,
+    HostHome, McpLog, TempDir, TetherDaemon, agent_transcript, git, mcp_agent_machine, pair,
+    session_machine, tether_bin,
 };
 pub use proxy::StallProxy;
 
