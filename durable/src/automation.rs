@@ -178,6 +178,14 @@ pub struct ScheduleState {
     pub version: i64,
 }
 
+/// An answer together with the org's schedule as it stands after the call, read in the same
+/// transaction ([`crate::org::OrgOp::WithSchedule`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scheduled<T> {
+    pub answer: T,
+    pub schedule: ScheduleState,
+}
+
 /// A parsed schedule: the rule, its zone and where its occurrences are counted from.
 pub struct Schedule {
     rule: RRule<Unvalidated>,

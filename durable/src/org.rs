@@ -177,8 +177,9 @@ pub enum OrgOp {
         key: String,
         page: PageQuery,
     },
-    /// The earliest run due and the schedule's version (a [`ScheduleState`]).
-    ScheduleState,
+    /// Carries out the op, then answers its answer with the org's schedule as it then stands
+    /// (a [`crate::automation::Scheduled`]): what the directory's index of due orgs records.
+    WithSchedule(Box<OrgOp>),
     /// The policies in the order machines run them.
     ListPolicies,
     GetPolicy {

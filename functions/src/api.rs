@@ -460,6 +460,30 @@ async fn org_call_as(
         .await
 }
 
+/// An answer of the org's object (JSON we wrote): one that does not parse is our bug, a 500.
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::internal(&e))
+}
+
+/// [`org_call`], its answer decoded.
+async fn org_answer<T: serde::de::DeserializeOwned>(
+    app: &impl Backend,
+    p: &Principal,
+    op: OrgOp,
+) -> Result<T, ApiError> {
+    decode(&org_call(app, p, op).await?)
+}
+
+/// [`org_call_as`], its answer decoded.
+async fn org_answer_as<T: serde::de::DeserializeOwned>(
+    app: &impl Backend,
+    org_id: &str,
+    actor: &str,
+    op: OrgOp,
+) -> Result<T, ApiError> {
+    decode(&org_call_as(app, org_id, actor, op).await?)
+}
+
 /// The caller's org id in a path: any other org is "not found", never "forbidden".
 fn own_org(p: &Principal, id: &str) -> Result<(), ApiError> {
     if id == p.org_id {

@@ -237,6 +237,22 @@ pub struct TaskQuery {
     pub limit: Option<u32>,
 }
 
+/// The lists' page cursors: the last row's key, unpadded base64url. The daemon's mirror pages
+/// with the same ones, so a list started there can go on at the API and back.
+pub mod cursor {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    pub fn encode(key: &str) -> String {
+        URL_SAFE_NO_PAD.encode(key)
+    }
+
+    /// The key in a cursor this API issued; `None` for anything else.
+    pub fn decode(cursor: &str) -> Option<String> {
+        String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()
+    }
+}
+
 /// Paging for the other lists.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]

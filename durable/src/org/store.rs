@@ -12,6 +12,7 @@ use super::model::{
     UpdateTaskStatus,
 };
 use super::{OrgCall, OrgOp, schema};
+use crate::automation::Scheduled;
 use crate::error::StoreError;
 use crate::mcp::MAX_CALLS;
 use crate::policy::MAX_DECISIONS;
@@ -19,8 +20,6 @@ use crate::sql::{Sql, SqlValue};
 use crate::stream::MAX_STREAMS_PER_ORG;
 use crate::time::rfc3339;
 use crate::{ids, validate};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Caps on how many rows an org may hold.
@@ -153,17 +152,11 @@ fn page_limit(limit: Option<u32>) -> Result<i64, StoreError> {
     }
 }
 
-fn encode_cursor(key: &str) -> String {
-    URL_SAFE_NO_PAD.encode(key)
-}
-
 fn decode_cursor(cursor: &str) -> Result<String, StoreError> {
-    let bad = || StoreError::BadRequest {
+    super::model::cursor::decode(cursor).ok_or_else(|| StoreError::BadRequest {
         field: "cursor".into(),
         message: "is not a cursor this API issued".into(),
-    };
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    String::from_utf8(bytes).map_err(|_| bad())
+    })
 }
 
 /// Splits `rows` (fetched with one extra) into a page and the cursor of the next one.
@@ -174,7 +167,7 @@ where
     let more = rows.len() as i64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(0));
     let next_cursor = if more {
-        rows.last().map(|r| encode_cursor(&key(r)))
+        rows.last().map(|r| super::model::cursor::encode(&key(r)))
     } else {
         None
     };
@@ -236,7 +229,7 @@ impl<'a, S: Sql> Store<'a, S> {
     }
 
     fn dispatch(&self, call: OrgCall, now: i64) -> Result<Vec<u8>, StoreError> {
-        let OrgCall { actor, op, .. } = call;
+        let OrgCall { org_id, actor, op } = call;
         match op {
             OrgOp::ListProjects(q) => json(self.list_projects(&q)?),
             OrgOp::GetProject { id } => json(self.project(&id)?),
@@ -337,7 +330,21 @@ impl<'a, S: Sql> Store<'a, S> {
             OrgOp::StartManualRun { key } => json(self.start_manual_run(&key, now)?),
             OrgOp::FinishRun { run_id, outcome } => json(self.finish_run(&run_id, outcome, now)?),
             OrgOp::ListRuns { key, page } => json(self.list_runs(&key, &page)?),
-            OrgOp::ScheduleState => json(self.schedule_state()?),
+            OrgOp::WithSchedule(op) => {
+                let answer = self.dispatch(
+                    OrgCall {
+                        org_id,
+                        actor,
+                        op: *op,
+                    },
+                    now,
+                )?;
+                let answer: Box<serde_json::value::RawValue> = serde_json::from_slice(&answer)?;
+                json(Scheduled {
+                    answer,
+                    schedule: self.schedule_state()?,
+                })
+            }
             OrgOp::ListPolicies => json(self.list_policies()?),
             OrgOp::GetPolicy { name } => json(self.policy(&name)?),
             OrgOp::PutPolicy(p) => json(self.put_policy(p, &actor, now)?),

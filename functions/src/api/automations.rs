@@ -7,7 +7,7 @@
 //! refreshes that row with the object's answer.
 
 use super::sessions::{self, StartRequest, agent_name};
-use super::{org_call, org_call_as};
+use super::{org_answer, org_answer_as, org_call, org_data};
 use crate::auth::Principal;
 use crate::backend::Backend;
 use crate::directory;
@@ -16,13 +16,12 @@ use crate::http::{self as h, Request, Response};
 use http::StatusCode;
 use serde::Deserialize;
 use tether_durable::automation::{
-    Automation, AutomationPatch, Claim, NewAutomation, PromptVersion, Run, RunOutcome,
-    ScheduleState, Target,
+    Automation, AutomationPatch, Claim, NewAutomation, PromptVersion, Run, RunOutcome, Scheduled,
+    Target,
 };
 use tether_durable::error::ErrorBody;
 use tether_durable::org::OrgOp;
-use tether_durable::org::model::{Page, PageQuery, Project, patch};
-use tether_durable::validate;
+use tether_durable::org::model::{Page, PageQuery, patch};
 
 /// A new automation.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema, schemars::JsonSchema)]
@@ -96,30 +95,6 @@ pub struct VersionQuery {
     pub version: Option<i64>,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::internal(&e))
-}
-
-async fn call<T: serde::de::DeserializeOwned>(
-    app: &impl Backend,
-    p: &Principal,
-    op: OrgOp,
-) -> Result<T, ApiError> {
-    decode(&org_call(app, p, op).await?)
-}
-
-/// A project named in a body: by id or name; a missing one is a 422.
-async fn project_id(app: &impl Backend, p: &Principal, key: &str) -> Result<String, ApiError> {
-    let key = validate::line("project", key, validate::NAME_MAX)?;
-    match call::<Project>(app, p, OrgOp::FindProject { key }).await {
-        Ok(project) => Ok(project.id),
-        Err(e) if e.status == StatusCode::NOT_FOUND => {
-            Err(ApiError::invalid("project", "no such project in this org"))
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// `any`, or one of the org's hosts (a 422 otherwise).
 async fn host(app: &impl Backend, p: &Principal, host: &str) -> Result<String, ApiError> {
     if host == "any" {
@@ -135,22 +110,27 @@ async fn host(app: &impl Backend, p: &Principal, host: &str) -> Result<String, A
     }
 }
 
-/// Refreshes the directory's row for the org from its object's answer.
-async fn sync_schedule(app: &impl Backend, org_id: &str) -> Result<(), ApiError> {
-    let state: ScheduleState =
-        decode(&org_call_as(app, org_id, "cron", OrgOp::ScheduleState).await?)?;
-    directory::automations::record(app.db(), org_id, state).await
+/// A call that moves the org's schedule, on behalf of `actor`: its answer comes with the
+/// schedule as it then stands, which the directory's row of due orgs records.
+async fn scheduling<T: serde::de::DeserializeOwned>(
+    app: &impl Backend,
+    org_id: &str,
+    actor: &str,
+    op: OrgOp,
+) -> Result<T, ApiError> {
+    let s: Scheduled<T> =
+        org_answer_as(app, org_id, actor, OrgOp::WithSchedule(Box::new(op))).await?;
+    directory::automations::record(app.db(), org_id, s.schedule).await?;
+    Ok(s.answer)
 }
 
-/// A change that moves the schedule, then the directory's row.
+/// A member's change that moves the schedule.
 async fn changed<T: serde::de::DeserializeOwned>(
     app: &impl Backend,
     p: &Principal,
     op: OrgOp,
 ) -> Result<T, ApiError> {
-    let answer = call(app, p, op).await?;
-    sync_schedule(app, &p.org_id).await?;
-    Ok(answer)
+    scheduling(app, &p.org_id, &p.member_id, op).await
 }
 
 pub(super) async fn create_with(
@@ -159,7 +139,7 @@ pub(super) async fn create_with(
     input: CreateAutomation,
 ) -> Result<Automation, ApiError> {
     let target = Target {
-        project_id: project_id(app, p, &input.project).await?,
+        project_id: org_data::project_in_body(app, p, &input.project).await?,
         host: host(app, p, input.host.as_deref().unwrap_or("any")).await?,
         agent: agent_name(&input.agent)?,
         base_branch: input.base_branch,
@@ -187,7 +167,7 @@ pub(super) async fn update_with(
     input: UpdateAutomation,
 ) -> Result<Automation, ApiError> {
     let project_id = match &input.project {
-        Some(k) => Some(project_id(app, p, k).await?),
+        Some(k) => Some(org_data::project_in_body(app, p, k).await?),
         None => None,
     };
     let host = match &input.host {
@@ -297,22 +277,15 @@ async fn dispatch(app: &impl Backend, org_id: &str, claim: Claim) -> Result<Run,
             error: format!("{}: {}", e.body.error.code, e.body.error.message),
         },
     };
-    decode(
-        &org_call_as(
-            app,
-            org_id,
-            &run.automation_id,
-            OrgOp::FinishRun {
-                run_id: run.id,
-                outcome,
-            },
-        )
-        .await?,
-    )
+    let finish = OrgOp::FinishRun {
+        run_id: run.id,
+        outcome,
+    };
+    org_answer_as(app, org_id, &run.automation_id, finish).await
 }
 
 pub(super) async fn run_now(app: &impl Backend, p: &Principal, key: &str) -> Result<Run, ApiError> {
-    let claim: Claim = call(
+    let claim: Claim = org_answer(
         app,
         p,
         OrgOp::StartManualRun {
@@ -334,15 +307,15 @@ pub struct Tick {
 
 /// The cron's tick at `at` (Unix ms, the scheduled time): every org with something due claims
 /// it (its object moves the schedule on in the same transaction, so a retried tick runs
-/// nothing twice), each run's session is started, and the org's row in the index refreshed.
+/// nothing twice), the org's row in the index is refreshed from the same answer, and each run's
+/// session is started.
 /// One org's failure does not stop the others.
 pub async fn tick(app: &impl Backend, at: i64) -> Result<Tick, ApiError> {
     let mut t = Tick::default();
     for org_id in directory::automations::due(app.db(), at).await? {
         t.orgs += 1;
-        let claims = org_call_as(app, &org_id, "cron", OrgOp::ClaimDueAutomations { at })
-            .await
-            .and_then(|b| decode::<Vec<Claim>>(&b));
+        let claims: Result<Vec<Claim>, _> =
+            scheduling(app, &org_id, "cron", OrgOp::ClaimDueAutomations { at }).await;
         match claims {
             Ok(claims) => {
                 for claim in claims {
@@ -354,9 +327,6 @@ pub async fn tick(app: &impl Backend, at: i64) -> Result<Tick, ApiError> {
                 }
             }
             Err(e) => t.errors.push(format!("{org_id}: {e}")),
-        }
-        if let Err(e) = sync_schedule(app, &org_id).await {
-            t.errors.push(format!("{org_id}: {e}"));
         }
     }
     Ok(t)

@@ -1,6 +1,6 @@
 //! Projects, task statuses and tasks: checked here, stored by the org's Durable Object.
 
-use super::org_call;
+use super::{org_answer, org_call};
 use crate::auth::{Credential, Principal, Role};
 use crate::backend::Backend;
 use crate::directory;
@@ -13,6 +13,7 @@ use tether_durable::org::model::{
     CreateProject, CreateTask, CreateTaskStatus, DeleteTaskStatusQuery, Page, PageQuery, Project,
     Task, TaskQuery, TaskStatus, UpdateProject, UpdateTask, UpdateTaskStatus,
 };
+use tether_durable::validate;
 
 async fn answer(
     app: &impl Backend,
@@ -43,6 +44,24 @@ async fn check_assignee(
 }
 
 // ---- projects ----
+
+/// The id of a project a request body names by id or name: a missing one is a 422 on
+/// `project`, not a 404.
+pub(super) async fn project_in_body(
+    app: &impl Backend,
+    p: &Principal,
+    key: &str,
+) -> Result<String, ApiError> {
+    let key = validate::line("project", key, validate::NAME_MAX)?;
+    match org_answer::<Project>(app, p, OrgOp::FindProject { key }).await {
+        Ok(project) => Ok(project.id),
+        Err(e) if e.status == StatusCode::NOT_FOUND => Err(ApiError::invalid(
+            "project",
+            "no project with this id or name in the org",
+        )),
+        Err(e) => Err(e),
+    }
+}
 
 #[utoipa::path(get, path = "/v1/projects", tag = "projects", params(PageQuery),
     responses((status = 200, body = Page<Project>), (status = 400, body = ErrorBody)),

@@ -7,7 +7,7 @@
 //! the org's object stores it with its settings and serves it back as base64 in JSON, which
 //! the download turns into raw bytes again.
 
-use super::{org_call, org_call_as};
+use super::{decode, org_answer, org_call, org_call_as};
 use crate::auth::{Bearer, Principal, Role};
 use crate::backend::Backend;
 use crate::error::ApiError;
@@ -22,10 +22,6 @@ use tether_durable::policy::{
     self, BinaryError, NewPolicy, PolicyList, PolicyMeta, PolicyWasm, PutAnswer, PutPolicy,
     UpdatePolicy, WasmQuery,
 };
-
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::internal(&e))
-}
 
 fn binary_error(e: BinaryError) -> ApiError {
     match e {
@@ -142,7 +138,7 @@ pub async fn put(
         failure: input.failure.unwrap_or_default(),
         position: input.position,
     });
-    let answer: PutAnswer = decode(&org_call(app, p, op).await?)?;
+    let answer: PutAnswer = org_answer(app, p, op).await?;
     let status = if answer.created {
         StatusCode::CREATED
     } else {

@@ -7,7 +7,7 @@
 //! first byte; the start and stop travel as the host's persisted commands, input and resizes
 //! as tunnel requests (they only make sense while the host is there).
 
-use super::org_call;
+use super::{decode, org_answer, org_answer_as, org_call};
 use crate::auth::{HostPrincipal, Principal};
 use crate::backend::{Backend, HostRef, StreamStore, Tunnels};
 use crate::directory::hosts;
@@ -129,25 +129,6 @@ pub fn render_task(template: &str, task: &Task) -> String {
     ]
     .iter()
     .fold(template.to_owned(), |text, (k, v)| text.replace(k, v))
-}
-
-async fn call<T: serde::de::DeserializeOwned>(
-    app: &impl Backend,
-    p: &Principal,
-    op: OrgOp,
-) -> Result<T, ApiError> {
-    call_as(app, &p.org_id, &p.member_id, op).await
-}
-
-/// An org call on behalf of `actor` (a member, or a webhook), decoded.
-async fn call_as<T: serde::de::DeserializeOwned>(
-    app: &impl Backend,
-    org_id: &str,
-    actor: &str,
-    op: OrgOp,
-) -> Result<T, ApiError> {
-    let body = super::org_call_as(app, org_id, actor, op).await?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::internal(&e))
 }
 
 /// The host that runs a new session: the one asked for (it must have the project linked), or
@@ -276,7 +257,7 @@ pub(super) async fn start(
         ));
     }
     let project = validate::line("project", &input.project, validate::NAME_MAX)?;
-    let links: Vec<ProjectLink> = call_as(
+    let links: Vec<ProjectLink> = org_answer_as(
         app,
         org_id,
         actor,
@@ -294,7 +275,7 @@ pub(super) async fn start(
     };
     let task: Option<Task> = match &input.task {
         Some(key) => Some(
-            call_as(
+            org_answer_as(
                 app,
                 org_id,
                 actor,
@@ -318,7 +299,7 @@ pub(super) async fn start(
         (None, extra) => extra.filter(|e| !e.is_empty()),
     };
     let host_id = choose_host(app, org_id, &links, input.host.as_deref()).await?;
-    let s: Session = call_as(
+    let s: Session = org_answer_as(
         app,
         org_id,
         actor,
@@ -387,7 +368,7 @@ async fn fail(
     id: &str,
     reason: &str,
 ) -> Result<Session, ApiError> {
-    call_as(
+    org_answer_as(
         app,
         org_id,
         actor,
@@ -429,7 +410,7 @@ pub async fn get(app: &impl Backend, p: &Principal, id: &str) -> Result<Response
 }
 
 async fn session(app: &impl Backend, p: &Principal, id: &str) -> Result<Session, ApiError> {
-    call(app, p, OrgOp::GetSession { id: id.to_owned() }).await
+    org_answer(app, p, OrgOp::GetSession { id: id.to_owned() }).await
 }
 
 /// A running session's host, or 409 when there is no agent to talk to.
@@ -575,7 +556,7 @@ pub(super) async fn stop_session(
     })
     .map_err(|e| ApiError::internal(&e))?;
     if s.status == SessionStatus::Queued {
-        s = call(
+        s = org_answer(
             app,
             p,
             OrgOp::UpdateSession {
@@ -833,7 +814,7 @@ pub async fn update_own_task(
 ) -> Result<Response, ApiError> {
     own_host(host, id)?;
     let patch: UpdateTask = h::body(req)?;
-    let s: Session = serde_json::from_slice(
+    let s: Session = decode(
         &host_call(
             app,
             host,
@@ -842,8 +823,7 @@ pub async fn update_own_task(
             },
         )
         .await?,
-    )
-    .map_err(|e| ApiError::internal(&e))?;
+    )?;
     if s.host_id != host.host_id {
         return Err(ApiError::not_found("session"));
     }

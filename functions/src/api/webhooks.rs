@@ -7,7 +7,7 @@
 //! read; the event. Its id is recorded in D1 before the task is created, so a retry or a
 //! concurrent duplicate finds it and does nothing; a failure on our side forgets it again.
 
-use super::{org_call, org_call_as, sessions};
+use super::{org_answer_as, org_data, sessions};
 use crate::auth::{Principal, Role};
 use crate::backend::Backend;
 use crate::directory::{self, hosts, webhooks as rows};
@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tether_durable::error::{ErrorBody, ErrorDetail};
 use tether_durable::org::OrgOp;
 use tether_durable::org::model::patch;
-use tether_durable::org::model::{CreateTask, Project, Task};
+use tether_durable::org::model::{CreateTask, Task};
 use tether_durable::session::Session;
 use tether_durable::time::now_ms;
 use tether_durable::validate;
@@ -88,10 +88,6 @@ pub struct Delivered {
     /// For `ignored`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-}
-
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::internal(&e))
 }
 
 fn mention(value: &str) -> Result<String, ApiError> {
@@ -165,19 +161,6 @@ async fn session_config(
     Ok(WebhookSession { agent, host })
 }
 
-/// A project of the caller's org by id or name.
-async fn project_id(app: &impl Backend, p: &Principal, key: &str) -> Result<String, ApiError> {
-    let key = validate::line("project", key, validate::NAME_MAX)?;
-    match org_call(app, p, OrgOp::FindProject { key }).await {
-        Ok(body) => Ok(decode::<Project>(&body)?.id),
-        Err(e) if e.status == StatusCode::NOT_FOUND => Err(ApiError::invalid(
-            "project",
-            "no project with this id or name in the org",
-        )),
-        Err(e) => Err(e),
-    }
-}
-
 /// The org's webhooks (members; never their secrets).
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
     responses((status = 200, body = Vec<Webhook>), (status = 401, body = ErrorBody)),
@@ -224,7 +207,7 @@ pub async fn create(
         Some(s) => Some(session_config(app, &p.org_id, s).await?),
         None => None,
     };
-    let project_id = project_id(app, p, &input.project).await?;
+    let project_id = org_data::project_in_body(app, p, &input.project).await?;
     let fields = rows::Fields {
         name,
         project_id,
@@ -472,7 +455,7 @@ async fn act(
         },
         prefix,
     };
-    let task: Task = decode(&org_call_as(app, org_id, &hook.id, op).await?)?;
+    let task: Task = org_answer_as(app, org_id, &hook.id, op).await?;
     let (session, session_error) = match &hook.session {
         None => (None, None),
         Some(cfg) => {

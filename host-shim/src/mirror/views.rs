@@ -12,11 +12,9 @@ use super::protocol::{Row, Schema, typed_row};
 use super::read::{Condition, Filter, Order, Staleness};
 use super::store::Mirror;
 use crate::Error;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
-use tether_durable::org::model::{PageQuery, TaskQuery};
+use tether_durable::org::model::{PageQuery, TaskQuery, cursor};
 use tether_durable::session::SessionQuery;
 use tether_durable::validate::{PAGE_DEFAULT, PAGE_MAX};
 
@@ -107,7 +105,7 @@ pub async fn tasks(mirror: &Mirror, q: &TaskQuery) -> Result<Option<Page>, Error
         return Ok(None);
     };
     let after = match &q.cursor {
-        Some(c) => match decode_cursor(c).filter(|n| n.parse::<i64>().is_ok()) {
+        Some(c) => match cursor::decode(c).filter(|n| n.parse::<i64>().is_ok()) {
             Some(n) => Some(n),
             None => return Ok(None),
         },
@@ -206,7 +204,7 @@ async fn by_id(mirror: &Mirror, table: &str, q: &PageQuery) -> Result<Option<Pag
         return Ok(None);
     };
     let after = match &q.cursor {
-        Some(c) => match decode_cursor(c) {
+        Some(c) => match cursor::decode(c) {
             Some(id) => Some(id),
             None => return Ok(None),
         },
@@ -240,7 +238,7 @@ pub async fn sessions(mirror: &Mirror, q: &SessionQuery) -> Result<Option<Page>,
         return Ok(None);
     };
     let after = match &q.cursor {
-        Some(c) => match decode_cursor(c) {
+        Some(c) => match cursor::decode(c) {
             Some(id) => Some(id),
             None => return Ok(None),
         },
@@ -361,7 +359,7 @@ fn page(
     let more = rows.len() > limit;
     rows.truncate(limit);
     let next_cursor = if more {
-        rows.last().and_then(key).map(|k| URL_SAFE_NO_PAD.encode(k))
+        rows.last().and_then(key).map(|k| cursor::encode(&k))
     } else {
         None
     };
@@ -377,17 +375,14 @@ fn page_limit(limit: Option<u32>) -> Option<u32> {
     Some(limit.unwrap_or(PAGE_DEFAULT)).filter(|n| (1..=PAGE_MAX).contains(n))
 }
 
-/// The key in one of the API's cursors (unpadded base64url of the last row's key).
-fn decode_cursor(cursor: &str) -> Option<String> {
-    String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::mirror::protocol::Message;
     use crate::mirror::store::Batch;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use tether_durable::session::SessionStatus;
 
     const TASK_SCHEMA: &str = r#"{"id":{"type":"text","pk_index":0},"number":{"type":"int4"},

@@ -68,6 +68,14 @@ fn claim(sql: &NativeSql, tick: &str) -> Vec<Claim> {
     at(sql, OrgOp::ClaimDueAutomations { at: ms(tick) }, ms(tick)).unwrap()
 }
 
+/// The org's schedule, as a write answers it.
+fn schedule(sql: &NativeSql) -> ScheduleState {
+    let op = OrgOp::WithSchedule(Box::new(OrgOp::ListAutomations(PageQuery::default())));
+    at::<Scheduled<serde_json::Value>>(sql, op, 0)
+        .unwrap()
+        .schedule
+}
+
 fn get(sql: &NativeSql, key: &str) -> Automation {
     at(sql, OrgOp::GetAutomation { key: key.into() }, 0).unwrap()
 }
@@ -117,7 +125,7 @@ fn the_cron_claims_each_occurrence_once_across_the_dst_change() {
     let a = get(&sql, &a.id);
     assert_eq!(a.next_run_at.as_deref(), Some("2026-10-26T08:00:00.000Z"));
     assert_eq!(a.last_run_at.as_deref(), Some("2026-10-25T08:00:10.000Z"));
-    let state: ScheduleState = at(&sql, OrgOp::ScheduleState, 0).unwrap();
+    let state: ScheduleState = schedule(&sql);
     assert_eq!(state.next_due_ms, Some(ms("2026-10-26T08:00:00Z")));
 
     // The Worker reports the dispatch once.
@@ -196,7 +204,7 @@ fn paused_automations_do_not_run_and_resume_at_the_next_occurrence() {
     )
     .unwrap();
     assert!(paused.paused && paused.next_run_at.is_none());
-    let state: ScheduleState = at(&sql, OrgOp::ScheduleState, 0).unwrap();
+    let state: ScheduleState = schedule(&sql);
     assert_eq!(state.next_due_ms, None);
     assert!(claim(&sql, "2026-10-23T12:00:00Z").is_empty());
     let resumed: Automation = at(
@@ -212,12 +220,7 @@ fn paused_automations_do_not_run_and_resume_at_the_next_occurrence() {
         resumed.next_run_at.as_deref(),
         Some("2026-10-24T07:00:00.000Z")
     );
-    assert!(
-        state.version
-            < at::<ScheduleState>(&sql, OrgOp::ScheduleState, 0)
-                .unwrap()
-                .version
-    );
+    assert!(state.version < schedule(&sql).version);
 
     // A manual run works while paused too, and leaves the schedule alone.
     let c: Claim = at(
