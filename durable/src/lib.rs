@@ -11,6 +11,7 @@
 //! - [`sync`]: the org's change log served as Electric shapes (tables, `where` filters,
 //!   offsets and handles); the log itself is kept by the Org object.
 //! - [`mcp`]: the audit trail of the MCP server's tool calls (stored by the Org object).
+//! - [`chat`]: chat sessions' normalized event schema, follow-ups and approvals.
 //! - [`session`]: agent sessions: the org's record of each, and the messages that start and
 //!   drive them on a host.
 //! - [`tunnel`]: the host tunnel's wire protocol (frames, close codes, flow control, heartbeats),
@@ -23,6 +24,7 @@
 //! the Spin component use the same types.
 
 pub mod automation;
+pub mod chat;
 pub mod error;
 pub mod host;
 pub mod ids;

@@ -12,9 +12,10 @@ mod schema;
 pub mod store;
 
 use crate::automation::{AutomationPatch, NewAutomation, RunOutcome};
+use crate::chat::Decision;
 use crate::mcp::{ToolCallQuery, ToolCallReport};
 use crate::policy::{DecisionQuery, DecisionReport, NewPolicy, UpdatePolicy};
-use crate::session::{NewSession, ProgressReport, SessionQuery, SessionUpdate};
+use crate::session::{NewSession, ProgressReport, SessionQuery, SessionUpdate, TitleReport};
 use crate::sync::MirrorHost;
 use model::{
     CreateProject, CreateTask, CreateTaskStatus, PageQuery, TaskQuery, UpdateProject, UpdateTask,
@@ -126,6 +127,26 @@ pub enum OrgOp {
         id: String,
         host_id: String,
         report: ProgressReport,
+    },
+    /// Host `host_id` names its session `id` (any status; answers the session).
+    SetSessionTitle {
+        id: String,
+        host_id: String,
+        report: TitleReport,
+    },
+    /// The actor (a member holding `role`) answered approval `request_id` of session
+    /// `session_id`, and its daemon took the answer (answers a [`crate::chat::ApprovalRecord`];
+    /// a request recorded before keeps its first answer).
+    RecordApproval {
+        session_id: String,
+        request_id: String,
+        decision: Decision,
+        reason: Option<String>,
+        role: String,
+    },
+    /// A session's recorded approval answers, newest first.
+    ListApprovals {
+        session_id: String,
     },
     ListAutomations(PageQuery),
     /// `key` is an automation id or name.

@@ -50,6 +50,49 @@ pub fn host_stream_prefix(host_id: &str) -> String {
     format!("hosts/{host_id}/")
 }
 
+/// What a session shows: a raw terminal, or a conversation (the agent in its structured
+/// mode, its events normalized into the session's JSON stream: see [`crate::chat`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    #[default]
+    Terminal,
+    Chat,
+}
+
+impl SessionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Terminal => "terminal",
+            Self::Chat => "chat",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Terminal, Self::Chat]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+
+    /// The session's stream: `.../terminal` (bytes) or `.../chat` (JSON events).
+    pub fn stream_path(self, host_id: &str, session_id: &str) -> String {
+        match self {
+            Self::Terminal => stream_path(host_id, session_id),
+            Self::Chat => crate::chat::stream_path(host_id, session_id),
+        }
+    }
+
+    /// The content type of the session's stream.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Terminal => TERMINAL_CONTENT_TYPE,
+            Self::Chat => crate::chat::CHAT_CONTENT_TYPE,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -124,6 +167,13 @@ pub struct Session {
     pub host_id: String,
     /// The agent preset, e.g. `claude` or `codex-yolo`.
     pub agent: String,
+    /// `terminal` or `chat`.
+    #[serde(default)]
+    pub kind: SessionKind,
+    /// A short title from the first prompt (a small model's when the host has an API key,
+    /// else the prompt's first line); None without a prompt.
+    #[serde(default)]
+    pub title: Option<String>,
     pub prompt: Option<String>,
     pub task_id: Option<String>,
     /// The worktree's branch (chosen by the daemon from the task when not given).
@@ -135,7 +185,8 @@ pub struct Session {
     /// Why it failed or was stopped.
     pub reason: Option<String>,
     pub exit_code: Option<i32>,
-    /// The terminal stream's path under `/v1/stream/`.
+    /// The session's stream under `/v1/stream/`: terminal bytes, or for a chat session its
+    /// JSON events.
     pub stream_path: String,
     pub cols: u16,
     pub rows: u16,
@@ -174,6 +225,16 @@ pub struct ProgressReport {
     pub percent: Option<u8>,
 }
 
+/// A host names a session (`PUT /v1/hosts/{host}/sessions/{id}/title`): the small model's
+/// title, replacing the fallback the edge gave it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TitleReport {
+    /// 1 to 80 characters, one line.
+    pub title: String,
+}
+
 /// A project's checkout on one host, registered by that host (`tether projects link`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -192,6 +253,8 @@ pub struct NewSession {
     pub project_id: String,
     pub host_id: String,
     pub agent: String,
+    #[serde(default)]
+    pub kind: SessionKind,
     pub prompt: Option<String>,
     pub task_id: Option<String>,
     pub branch: Option<String>,
@@ -211,6 +274,8 @@ pub struct NewSession {
 #[serde(deny_unknown_fields)]
 pub struct SessionQuery {
     pub status: Option<SessionStatus>,
+    /// `terminal` or `chat`.
+    pub kind: Option<SessionKind>,
     pub host_id: Option<String>,
     pub project_id: Option<String>,
     /// The `next_cursor` of the previous page.
@@ -225,6 +290,9 @@ pub struct StartSession {
     pub session_id: String,
     pub project_id: String,
     pub agent: String,
+    /// A chat session runs the agent in its structured mode.
+    #[serde(default)]
+    pub kind: SessionKind,
     /// The whole prompt, task template already applied.
     pub prompt: Option<String>,
     /// The task it works on, for naming the branch.

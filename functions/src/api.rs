@@ -3,6 +3,7 @@
 
 mod auth_routes;
 pub mod automations;
+mod chat;
 mod hosts;
 mod keys;
 mod mcp;
@@ -138,6 +139,7 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
         | (["v1", "hosts", _, "links", _], &Method::DELETE)
         | (["v1", "hosts", _, "sessions", _, "status" | "progress"], &Method::POST)
         | (["v1", "hosts", _, "sessions", _, "task"], &Method::PATCH)
+        | (["v1", "hosts", _, "sessions", _, "title"], &Method::PUT)
         | (["v1", "hosts", _, "policy-decisions"], &Method::POST) => true,
         (
             ["v1", "hosts", _, "links", _]
@@ -147,12 +149,12 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
                 _,
                 "sessions",
                 _,
-                "status" | "progress" | "task",
+                "status" | "progress" | "task" | "title",
             ]
             | ["v1", "hosts", _, "policy-decisions"],
             _,
         ) => {
-            return method_not_allowed("POST, PATCH or DELETE with a host token");
+            return method_not_allowed("POST, PUT, PATCH or DELETE with a host token");
         }
         _ => false,
     };
@@ -174,6 +176,9 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
             }
             ["v1", "hosts", id, "sessions", sid, "task"] => {
                 sessions::update_own_task(app, &host, id, sid, req).await
+            }
+            ["v1", "hosts", id, "sessions", sid, "title"] => {
+                sessions::title(app, &host, id, sid, req).await
             }
             ["v1", "hosts", id, "policy-decisions"] => {
                 policy_decisions::report(app, &host, id, req).await
@@ -268,6 +273,11 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
         (["v1", "sessions", id, "input"], Method::POST) => sessions::input(app, p, id, req).await,
         (["v1", "sessions", id, "resize"], Method::POST) => sessions::resize(app, p, id, req).await,
         (["v1", "sessions", id, "stop"], Method::POST) => sessions::stop(app, p, id, req).await,
+        (["v1", "sessions", id, "messages"], Method::POST) => chat::message(app, p, id, req).await,
+        (["v1", "sessions", id, "approvals"], Method::GET) => chat::approvals(app, p, id).await,
+        (["v1", "sessions", id, "approvals", request], Method::POST) => {
+            chat::approve(app, p, id, request, req).await
+        }
 
         (["v1", "policies", name], Method::PUT) => policies::put(app, p, name, req).await,
         (["v1", "policies", name], Method::PATCH) => policies::update(app, p, name, req).await,
@@ -336,7 +346,13 @@ async fn route(app: &impl Backend, req: &Request) -> Result<Response, ApiError> 
                 _,
                 "info" | "commands" | "speedtest" | "links" | "worktrees",
             ]
-            | ["v1", "sessions", _, "input" | "resize" | "stop"]
+            | [
+                "v1",
+                "sessions",
+                _,
+                "input" | "resize" | "stop" | "messages" | "approvals",
+            ]
+            | ["v1", "sessions", _, "approvals", _]
             | ["v1", "policies", _, "wasm"]
             | ["v1", "webhooks", _, "rotate"]
             | [
@@ -495,8 +511,8 @@ fn own_org(p: &Principal, id: &str) -> Result<(), ApiError> {
 
 mod doc {
     use super::{
-        auth_routes, automations, hosts, keys, mcp, members, org_data, orgs, pairing, policies,
-        policy_decisions, sessions, shape, webhooks,
+        auth_routes, automations, chat, hosts, keys, mcp, members, org_data, orgs, pairing,
+        policies, policy_decisions, sessions, shape, webhooks,
     };
     use crate::public;
     use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
@@ -572,7 +588,8 @@ mod doc {
             hosts::list, hosts::get, hosts::info, hosts::command, hosts::speedtest, hosts::revoke, hosts::nonce, hosts::token,
             sessions::create, sessions::list, sessions::get, sessions::input, sessions::resize, sessions::stop,
             sessions::link, sessions::unlink, sessions::links, sessions::report, sessions::progress,
-            sessions::update_own_task, sessions::worktrees,
+            sessions::update_own_task, sessions::worktrees, sessions::title,
+            chat::message, chat::approve, chat::approvals,
             policies::list, policies::get, policies::wasm, policies::put, policies::update, policies::delete,
             policy_decisions::report, policy_decisions::list,
             mcp::audit,

@@ -74,6 +74,11 @@ impl Principal {
         }
     }
 
+    /// Whether this is one of the org's machines acting through [`Principal::for_host`].
+    pub fn is_host(&self) -> bool {
+        tether_durable::ids::is_valid(tether_durable::ids::HOST, &self.member_id)
+    }
+
     /// 403 unless the caller's role is at least `role`.
     pub fn require(&self, role: Role) -> Result<(), ApiError> {
         if self.role >= role {

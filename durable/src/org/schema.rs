@@ -490,6 +490,94 @@ CREATE TRIGGER changes_automations_delete AFTER DELETE ON automations BEGIN
 END;
 
 "#,
+    r#"
+-- Chat sessions: what a session shows, and its title. The change log's sessions triggers list
+-- their columns, so they are made again with the new ones.
+ALTER TABLE sessions ADD COLUMN kind TEXT NOT NULL DEFAULT 'terminal';
+ALTER TABLE sessions ADD COLUMN title TEXT;
+
+DROP TRIGGER changes_sessions_insert;
+DROP TRIGGER changes_sessions_update;
+DROP TRIGGER changes_sessions_delete;
+
+CREATE TRIGGER changes_sessions_insert AFTER INSERT ON sessions BEGIN
+    INSERT INTO changes (tbl, op, key, row, old, at) VALUES ('sessions', 'insert', NEW.id,
+        json_object('id', NEW."id", 'project_id', NEW."project_id", 'host_id', NEW."host_id",
+        'agent', NEW."agent", 'prompt', NEW."prompt", 'task_id', NEW."task_id",
+        'branch', NEW."branch", 'base_branch', NEW."base_branch", 'worktree', NEW."worktree",
+        'status', NEW."status", 'reason', NEW."reason", 'exit_code', NEW."exit_code",
+        'stream_path', NEW."stream_path", 'cols', NEW."cols", 'rows', NEW."rows",
+        'created_by', NEW."created_by", 'created_at', NEW."created_at",
+        'started_at', NEW."started_at", 'ended_at', NEW."ended_at", 'start_by', NEW."start_by",
+        'progress_message', NEW."progress_message", 'progress_percent', NEW."progress_percent",
+        'progress_at', NEW."progress_at", 'kind', NEW."kind", 'title', NEW."title"), NULL,
+        CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
+END;
+
+CREATE TRIGGER changes_sessions_update AFTER UPDATE ON sessions WHEN
+    OLD."id" IS NOT NEW."id" OR OLD."project_id" IS NOT NEW."project_id" OR
+    OLD."host_id" IS NOT NEW."host_id" OR OLD."agent" IS NOT NEW."agent" OR
+    OLD."prompt" IS NOT NEW."prompt" OR OLD."task_id" IS NOT NEW."task_id" OR
+    OLD."branch" IS NOT NEW."branch" OR OLD."base_branch" IS NOT NEW."base_branch" OR
+    OLD."worktree" IS NOT NEW."worktree" OR OLD."status" IS NOT NEW."status" OR
+    OLD."reason" IS NOT NEW."reason" OR OLD."exit_code" IS NOT NEW."exit_code" OR
+    OLD."stream_path" IS NOT NEW."stream_path" OR OLD."cols" IS NOT NEW."cols" OR
+    OLD."rows" IS NOT NEW."rows" OR OLD."created_by" IS NOT NEW."created_by" OR
+    OLD."created_at" IS NOT NEW."created_at" OR OLD."started_at" IS NOT NEW."started_at" OR
+    OLD."ended_at" IS NOT NEW."ended_at" OR OLD."start_by" IS NOT NEW."start_by" OR
+    OLD."progress_message" IS NOT NEW."progress_message" OR
+    OLD."progress_percent" IS NOT NEW."progress_percent" OR
+    OLD."progress_at" IS NOT NEW."progress_at" OR OLD."kind" IS NOT NEW."kind" OR
+    OLD."title" IS NOT NEW."title"
+BEGIN
+    INSERT INTO changes (tbl, op, key, row, old, at) VALUES ('sessions', 'update', NEW.id,
+        json_object('id', NEW."id", 'project_id', NEW."project_id", 'host_id', NEW."host_id",
+        'agent', NEW."agent", 'prompt', NEW."prompt", 'task_id', NEW."task_id",
+        'branch', NEW."branch", 'base_branch', NEW."base_branch", 'worktree', NEW."worktree",
+        'status', NEW."status", 'reason', NEW."reason", 'exit_code', NEW."exit_code",
+        'stream_path', NEW."stream_path", 'cols', NEW."cols", 'rows', NEW."rows",
+        'created_by', NEW."created_by", 'created_at', NEW."created_at",
+        'started_at', NEW."started_at", 'ended_at', NEW."ended_at", 'start_by', NEW."start_by",
+        'progress_message', NEW."progress_message", 'progress_percent', NEW."progress_percent",
+        'progress_at', NEW."progress_at", 'kind', NEW."kind", 'title', NEW."title"),
+        json_object('id', OLD."id", 'project_id', OLD."project_id", 'host_id', OLD."host_id",
+        'agent', OLD."agent", 'prompt', OLD."prompt", 'task_id', OLD."task_id",
+        'branch', OLD."branch", 'base_branch', OLD."base_branch", 'worktree', OLD."worktree",
+        'status', OLD."status", 'reason', OLD."reason", 'exit_code', OLD."exit_code",
+        'stream_path', OLD."stream_path", 'cols', OLD."cols", 'rows', OLD."rows",
+        'created_by', OLD."created_by", 'created_at', OLD."created_at",
+        'started_at', OLD."started_at", 'ended_at', OLD."ended_at", 'start_by', OLD."start_by",
+        'progress_message', OLD."progress_message", 'progress_percent', OLD."progress_percent",
+        'progress_at', OLD."progress_at", 'kind', OLD."kind", 'title', OLD."title"),
+        CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
+END;
+
+CREATE TRIGGER changes_sessions_delete AFTER DELETE ON sessions BEGIN
+    INSERT INTO changes (tbl, op, key, row, old, at) VALUES ('sessions', 'delete', OLD.id, NULL,
+        json_object('id', OLD."id", 'project_id', OLD."project_id", 'host_id', OLD."host_id",
+        'agent', OLD."agent", 'prompt', OLD."prompt", 'task_id', OLD."task_id",
+        'branch', OLD."branch", 'base_branch', OLD."base_branch", 'worktree', OLD."worktree",
+        'status', OLD."status", 'reason', OLD."reason", 'exit_code', OLD."exit_code",
+        'stream_path', OLD."stream_path", 'cols', OLD."cols", 'rows', OLD."rows",
+        'created_by', OLD."created_by", 'created_at', OLD."created_at",
+        'started_at', OLD."started_at", 'ended_at', OLD."ended_at", 'start_by', OLD."start_by",
+        'progress_message', OLD."progress_message", 'progress_percent', OLD."progress_percent",
+        'progress_at', OLD."progress_at", 'kind', OLD."kind", 'title', OLD."title"),
+        CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
+END;
+
+-- Members' answers to chat sessions' approval requests, as the daemons took them.
+CREATE TABLE approvals (
+    request_id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('allow', 'deny')),
+    reason TEXT,
+    answered_by TEXT NOT NULL,
+    role TEXT NOT NULL,
+    answered_at INTEGER NOT NULL
+);
+CREATE INDEX approvals_session ON approvals (session_id, answered_at);
+"#,
 ];
 
 #[derive(serde::Deserialize)]

@@ -1,5 +1,6 @@
 //! The org store: every [`OrgOp`] as SQL over [`Sql`], each call in one transaction.
 
+mod approvals;
 mod automations;
 mod changes;
 mod mcp_audit;
@@ -312,6 +313,29 @@ impl<'a, S: Sql> Store<'a, S> {
                 host_id,
                 report,
             } => json(self.report_progress(&id, &host_id, report, now)?),
+            OrgOp::SetSessionTitle {
+                id,
+                host_id,
+                report,
+            } => json(self.set_title(&id, &host_id, report, now)?),
+            OrgOp::RecordApproval {
+                session_id,
+                request_id,
+                decision,
+                reason,
+                role,
+            } => {
+                let answer = approvals::NewApproval {
+                    session_id: &session_id,
+                    request_id: &request_id,
+                    decision,
+                    reason: reason.as_deref(),
+                    member: &actor,
+                    role: &role,
+                };
+                json(self.record_approval(answer, now)?)
+            }
+            OrgOp::ListApprovals { session_id } => json(self.list_approvals(&session_id, now)?),
             OrgOp::ListAutomations(q) => json(self.list_automations(&q)?),
             OrgOp::GetAutomation { key } => json(self.automation(&key)?),
             OrgOp::CreateAutomation(a) => json(self.create_automation(a, &actor, now)?),
@@ -366,7 +390,7 @@ impl<'a, S: Sql> Store<'a, S> {
                 self.sql.execute_script(
                     "DROP TABLE automation_runs; DROP TABLE automation_prompts; DROP TABLE automations;
                      DROP TABLE mcp_calls; DROP TABLE policy_decisions; DROP TABLE org_policies;
-                     DROP TABLE sessions; DROP TABLE project_links; DROP TABLE streams; DROP TABLE tasks; DROP TABLE task_statuses; DROP TABLE projects;
+                     DROP TABLE approvals; DROP TABLE sessions; DROP TABLE project_links; DROP TABLE streams; DROP TABLE tasks; DROP TABLE task_statuses; DROP TABLE projects;
                      DROP TABLE counters; DROP TABLE hosts; DROP TABLE changes; DELETE FROM meta;
                      INSERT INTO meta (key, value) VALUES ('destroyed', '1');",
                 )?;

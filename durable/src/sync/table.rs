@@ -136,6 +136,8 @@ const SESSIONS: &[Column] = &[
     c("progress_message", Text, false),
     c("progress_percent", Int4, false),
     c("progress_at", Ts, false),
+    c("kind", Text, true),
+    c("title", Text, false),
 ];
 
 const AUTOMATIONS: &[Column] = &[

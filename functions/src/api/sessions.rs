@@ -3,9 +3,11 @@
 //! sessions are doing.
 //!
 //! A session's record lives in the org's object; its terminal in its own stream
-//! (`hosts/{host}/sessions/{id}/terminal`), created here so readers can wait on it before the
-//! first byte; the start and stop travel as the host's persisted commands, input and resizes
-//! as tunnel requests (they only make sense while the host is there).
+//! (`hosts/{host}/sessions/{id}/terminal`), or for a chat session its JSON events
+//! (`.../chat`), created here so readers can wait on it before the first byte; the start and
+//! stop travel as the host's persisted commands, input and resizes as tunnel requests (they
+//! only make sense while the host is there). Chat sessions' follow-ups and approvals are in
+//! [`super::chat`].
 
 use super::{decode, org_answer, org_answer_as, org_call};
 use crate::auth::{HostPrincipal, Principal};
@@ -21,8 +23,8 @@ use tether_durable::error::ErrorBody;
 use tether_durable::org::OrgOp;
 use tether_durable::org::model::{Page, Task, UpdateTask};
 use tether_durable::session::{
-    self, Input, NewSession, ProgressReport, ProjectLink, Resize, Session, SessionQuery,
-    SessionStatus, SessionUpdate, Size, StartSession, Stop, TaskRef,
+    self, Input, NewSession, ProgressReport, ProjectLink, Resize, Session, SessionKind,
+    SessionQuery, SessionStatus, SessionUpdate, Size, StartSession, Stop, TaskRef, TitleReport,
 };
 use tether_durable::stream::Offset;
 use tether_durable::time::now_ms;
@@ -47,6 +49,10 @@ pub struct StartRequest {
     /// The agent preset on the host: claude, codex, gemini, opencode, cursor-agent, amp,
     /// copilot, their `-yolo` variants, or a custom preset from the host's config.
     pub agent: String,
+    /// `terminal` (the default: the agent in a terminal, its bytes in the stream) or `chat`
+    /// (the agent in its structured mode, its events as JSON in the stream; follow-ups with
+    /// `POST /v1/sessions/{id}/messages`).
+    pub kind: Option<SessionKind>,
     /// What to ask the agent (at most 100 000 characters). With `task`, added after the task.
     pub prompt: Option<String>,
     /// A task (id or slug such as `TET-12`) whose title, slug, priority, status, labels and
@@ -187,7 +193,7 @@ async fn choose_host(
     }
 }
 
-/// Starts an agent session: recorded as `queued`, its terminal stream created, the start
+/// Starts an agent session: recorded as `queued`, its stream created, the start
 /// command queued for the host (delivered now, or when the host comes back before
 /// `start_timeout_secs`).
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = StartRequest,
@@ -214,6 +220,7 @@ pub(super) async fn start(
     input: StartRequest,
 ) -> Result<Session, ApiError> {
     let agent = agent_name(&input.agent)?;
+    let kind = input.kind.unwrap_or_default();
     let size = Size {
         cols: input.cols.unwrap_or(120),
         rows: input.rows.unwrap_or(40),
@@ -307,6 +314,7 @@ pub(super) async fn start(
             project_id: project_id.clone(),
             host_id: host_id.clone(),
             agent: agent.clone(),
+            kind,
             prompt: prompt.clone(),
             task_id: task.as_ref().map(|t| t.id.clone()),
             branch: branch.clone(),
@@ -324,6 +332,7 @@ pub(super) async fn start(
         session_id: s.id.clone(),
         project_id,
         agent,
+        kind,
         prompt,
         task: task.map(|t| TaskRef {
             id: t.id,
@@ -339,7 +348,7 @@ pub(super) async fn start(
     };
     let queued = async {
         app.stream_store()
-            .create(org_id, &s.stream_path, session::TERMINAL_CONTENT_TYPE)
+            .create(org_id, &s.stream_path, kind.content_type())
             .await?;
         let body = serde_json::to_value(&start).map_err(|e| ApiError::internal(&e))?;
         app.tunnels()
@@ -409,15 +418,25 @@ pub async fn get(app: &impl Backend, p: &Principal, id: &str) -> Result<Response
     ))
 }
 
-async fn session(app: &impl Backend, p: &Principal, id: &str) -> Result<Session, ApiError> {
+pub(super) async fn session(
+    app: &impl Backend,
+    p: &Principal,
+    id: &str,
+) -> Result<Session, ApiError> {
     org_answer(app, p, OrgOp::GetSession { id: id.to_owned() }).await
 }
 
 /// A running session's host, or 409 when there is no agent to talk to.
 async fn running(app: &impl Backend, p: &Principal, id: &str) -> Result<Session, ApiError> {
     let s = session(app, p, id).await?;
+    check_running(&s)?;
+    Ok(s)
+}
+
+/// 409 `session_not_running` unless the session has an agent to talk to.
+pub(super) fn check_running(s: &Session) -> Result<(), ApiError> {
     if matches!(s.status, SessionStatus::Starting | SessionStatus::Running) {
-        Ok(s)
+        Ok(())
     } else {
         Err(ApiError::conflict(
             "session_not_running",
@@ -645,7 +664,7 @@ pub(super) async fn read_terminal(
     })
 }
 
-fn host_of<'a>(s: &'a Session, p: &'a Principal) -> HostRef<'a> {
+pub(super) fn host_of<'a>(s: &'a Session, p: &'a Principal) -> HostRef<'a> {
     HostRef {
         host_id: &s.host_id,
         org_id: &p.org_id,
@@ -789,6 +808,35 @@ pub async fn progress(
         app,
         host,
         OrgOp::ReportProgress {
+            id: session_id.to_owned(),
+            host_id: host.host_id.clone(),
+            report,
+        },
+    )
+    .await?;
+    Ok(h::json_bytes(StatusCode::OK, body))
+}
+
+/// The host names one of its sessions (host token): the small model's title, replacing the
+/// fallback made from the prompt. One line, 1 to 80 characters.
+#[utoipa::path(put, path = "/v1/hosts/{id}/sessions/{session}/title", tag = "sessions",
+    params(("id" = String, Path), ("session" = String, Path)), request_body = TitleReport,
+    responses((status = 200, body = Session), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("host_token" = [])))]
+pub async fn title(
+    app: &impl Backend,
+    host: &HostPrincipal,
+    id: &str,
+    session_id: &str,
+    req: &Request,
+) -> Result<Response, ApiError> {
+    own_host(host, id)?;
+    let report: TitleReport = h::body(req)?;
+    let body = host_call(
+        app,
+        host,
+        OrgOp::SetSessionTitle {
             id: session_id.to_owned(),
             host_id: host.host_id.clone(),
             report,

@@ -83,11 +83,15 @@ impl RateLimiter for Limiter {
 }
 
 /// Host tunnels without hosts: every host is offline (never connected) unless revoked, and
-/// records what it was asked.
+/// records what it was asked. A request whose method a test gave an answer for (`answers`)
+/// gets it, as if the host were there, and is recorded in `rpcs` (host, method, body).
 #[derive(Default)]
 struct TestTunnels {
     revoked: RefCell<Vec<(String, String)>>,
     commands: RefCell<Vec<(String, String)>>,
+    command_bodies: RefCell<Vec<Value>>,
+    answers: RefCell<HashMap<String, Value>>,
+    rpcs: RefCell<Vec<(String, String, Value)>>,
 }
 
 impl Tunnels for TestTunnels {
@@ -96,7 +100,19 @@ impl Tunnels for TestTunnels {
         Ok(crate::directory::hosts::directory_status(revoked))
     }
 
-    async fn rpc(&self, _: &HostRef<'_>, _: &str, _: &Value, _: u32) -> Result<Vec<u8>, ApiError> {
+    async fn rpc(
+        &self,
+        host: &HostRef<'_>,
+        method: &str,
+        body: &Value,
+        _: u32,
+    ) -> Result<Vec<u8>, ApiError> {
+        if let Some(answer) = self.answers.borrow().get(method) {
+            self.rpcs
+                .borrow_mut()
+                .push((host.host_id.into(), method.into(), body.clone()));
+            return Ok(serde_json::to_vec(answer).unwrap());
+        }
         Err(ApiError::new(
             http::StatusCode::SERVICE_UNAVAILABLE,
             "host_offline",
@@ -109,11 +125,12 @@ impl Tunnels for TestTunnels {
         host: &HostRef<'_>,
         id: &str,
         kind: &str,
-        _: &Value,
+        body: &Value,
     ) -> Result<Vec<u8>, ApiError> {
         self.commands
             .borrow_mut()
             .push((host.host_id.into(), kind.into()));
+        self.command_bodies.borrow_mut().push(body.clone());
         Ok(serde_json::to_vec(&json!({"id": id, "seq": self.commands.borrow().len()})).unwrap())
     }
 
@@ -710,6 +727,10 @@ fn the_openapi_document_is_3_1_and_covers_the_routes() {
         "/v1/hosts/{id}",
         "/v1/hosts/{id}/nonce",
         "/v1/hosts/{id}/token",
+        "/v1/sessions/{id}/messages",
+        "/v1/sessions/{id}/approvals",
+        "/v1/sessions/{id}/approvals/{request}",
+        "/v1/hosts/{id}/sessions/{session}/title",
     ] {
         assert!(doc["paths"][p].is_object(), "{p}");
     }
@@ -1975,6 +1996,7 @@ fn sessions_start_on_a_linked_host_and_hosts_report_only_their_own() {
 }
 
 mod automations;
+mod chat;
 mod mcp;
 mod policies;
 mod shape;

@@ -463,6 +463,7 @@ async fn act(
                 project: hook.project_id.clone(),
                 host: cfg.host.clone(),
                 agent: cfg.agent.clone(),
+                kind: None,
                 prompt: None,
                 task: Some(task.id.clone()),
                 prompt_template: None,

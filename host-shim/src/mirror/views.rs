@@ -15,7 +15,7 @@ use crate::Error;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use tether_durable::org::model::{PageQuery, TaskQuery, cursor};
-use tether_durable::session::SessionQuery;
+use tether_durable::session::{SessionKind, SessionQuery};
 use tether_durable::validate::{PAGE_DEFAULT, PAGE_MAX};
 
 /// One page of a list read from the mirror.
@@ -257,6 +257,15 @@ pub async fn sessions(mirror: &Mirror, q: &SessionQuery) -> Result<Option<Page>,
     if let Some(s) = q.status {
         filter = filter.with(Condition::Eq("status".into(), s.as_str().to_owned()));
     }
+    match q.kind {
+        Some(SessionKind::Chat) => {
+            filter = filter.with(Condition::Eq("kind".into(), "chat".to_owned()));
+        }
+        // Rows synced before sessions had a kind are terminal ones without the column: the
+        // edge answers this filter.
+        Some(SessionKind::Terminal) => return Ok(None),
+        None => {}
+    }
     if let Some(h) = &q.host_id {
         filter = filter.with(Condition::Eq("host_id".into(), h.clone()));
     }
@@ -309,8 +318,13 @@ fn task_view(row: &Row, schema: &Schema, statuses: &HashMap<String, Value>) -> V
 }
 
 /// A session as the API shows it: typed, its progress as `{message, percent, at}` or null.
+/// Rows synced before sessions had a kind and a title are terminal sessions without one.
 fn session_view(row: &Row, schema: &Schema) -> Value {
     let mut s = typed_row(row, schema);
+    if s.get("kind").is_none_or(Value::is_null) {
+        s.insert("kind".into(), json!("terminal"));
+    }
+    s.entry("title").or_insert(Value::Null);
     let message = s.remove("progress_message").unwrap_or(Value::Null);
     let percent = s.remove("progress_percent").unwrap_or(Value::Null);
     let at = s.remove("progress_at").unwrap_or(Value::Null);
@@ -632,9 +646,28 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(ids(&all), ["ses_03", "ses_02", "ses_01"]);
+        // Rows from before sessions had a kind are terminal sessions without a title.
+        assert_eq!(
+            (&all.data[0]["kind"], &all.data[0]["title"]),
+            (&json!("terminal"), &Value::Null)
+        );
+        let kind = |kind| SessionQuery {
+            kind: Some(kind),
+            ..SessionQuery::default()
+        };
+        let chats = sessions(&m, &kind(SessionKind::Chat))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(chats.data.is_empty());
+        assert_eq!(
+            sessions(&m, &kind(SessionKind::Terminal)).await.unwrap(),
+            None
+        );
         let q = |status: Option<SessionStatus>, host: Option<&str>, project: Option<&str>| {
             SessionQuery {
                 status,
+                kind: None,
                 host_id: host.map(str::to_owned),
                 project_id: project.map(str::to_owned),
                 cursor: None,

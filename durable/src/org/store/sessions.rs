@@ -1,11 +1,12 @@
 //! Project links (which host has a checkout of which project) and agent sessions.
 
 use super::{Count, Store, decode_cursor, page_limit, paginate};
+use crate::chat;
 use crate::error::StoreError;
 use crate::org::model::{CreateProject, Page, Project};
 use crate::session::{
-    self, NewSession, Progress, ProgressReport, ProjectLink, Session, SessionQuery, SessionStatus,
-    SessionUpdate,
+    self, NewSession, Progress, ProgressReport, ProjectLink, Session, SessionKind, SessionQuery,
+    SessionStatus, SessionUpdate, TitleReport,
 };
 use crate::sql::{Sql, SqlValue};
 use crate::time::rfc3339;
@@ -69,6 +70,8 @@ struct SessionRow {
     progress_message: Option<String>,
     progress_percent: Option<i64>,
     progress_at: Option<i64>,
+    kind: String,
+    title: Option<String>,
 }
 
 impl From<SessionRow> for Session {
@@ -78,6 +81,8 @@ impl From<SessionRow> for Session {
             project_id: r.project_id,
             host_id: r.host_id,
             agent: r.agent,
+            kind: SessionKind::parse(&r.kind).unwrap_or_default(),
+            title: r.title,
             prompt: r.prompt,
             task_id: r.task_id,
             branch: r.branch,
@@ -262,20 +267,24 @@ impl<S: Sql> Store<'_, S> {
         validate::cap(total, MAX_SESSIONS, "sessions per org")?;
         let id = ids::new(ids::SESSION);
         let start_by = now + i64::from(s.start_timeout_secs) * 1000;
+        let title = s.prompt.as_deref().and_then(chat::fallback_title);
         self.sql.execute(
-            "INSERT INTO sessions (id, project_id, host_id, agent, prompt, task_id, branch,
-                 base_branch, status, stream_path, cols, rows, created_by, created_at, start_by)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id, project_id, host_id, agent, kind, title, prompt, task_id,
+                 branch, base_branch, status, stream_path, cols, rows, created_by, created_at,
+                 start_by)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
             &[
                 id.as_str().into(),
                 s.project_id.into(),
                 s.host_id.as_str().into(),
                 s.agent.into(),
+                s.kind.as_str().into(),
+                title.into(),
                 s.prompt.into(),
                 s.task_id.into(),
                 s.branch.into(),
                 s.base_branch.into(),
-                session::stream_path(&s.host_id, &id).into(),
+                s.kind.stream_path(&s.host_id, &id).into(),
                 i64::from(s.size.cols).into(),
                 i64::from(s.size.rows).into(),
                 actor.into(),
@@ -309,6 +318,10 @@ impl<S: Sql> Store<'_, S> {
         if let Some(status) = q.status {
             sql.push_str(" AND status = ?");
             params.push(status.as_str().into());
+        }
+        if let Some(kind) = q.kind {
+            sql.push_str(" AND kind = ?");
+            params.push(kind.as_str().into());
         }
         if let Some(h) = &q.host_id {
             ids::check(ids::HOST, "host_id", h)?;
@@ -429,6 +442,27 @@ impl<S: Sql> Store<'_, S> {
                 now.into(),
                 id.into(),
             ],
+        )?;
+        self.session(id, now)
+    }
+
+    /// The host of session `id` names it (the small model's title, replacing the fallback):
+    /// one line of 1 to [`chat::MAX_TITLE`] characters. Any status: a title may come late.
+    pub(super) fn set_title(
+        &self,
+        id: &str,
+        host_id: &str,
+        report: TitleReport,
+        now: i64,
+    ) -> Result<Session, StoreError> {
+        let current = self.session(id, now)?;
+        if current.host_id != host_id {
+            return Err(StoreError::NotFound { what: "session" });
+        }
+        let title = validate::line("title", &report.title, chat::MAX_TITLE)?;
+        self.sql.execute(
+            "UPDATE sessions SET title = ? WHERE id = ?",
+            &[title.into(), id.into()],
         )?;
         self.session(id, now)
     }

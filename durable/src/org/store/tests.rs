@@ -435,6 +435,7 @@ fn new_session(host: &str, project_id: &str, timeout: u32) -> OrgOp {
         project_id: project_id.into(),
         host_id: host.into(),
         agent: "claude".into(),
+        kind: crate::session::SessionKind::Terminal,
         prompt: Some("fix it".into()),
         task_id: None,
         branch: None,
@@ -653,5 +654,6 @@ fn a_queued_session_fails_when_its_host_never_comes() {
 
 mod automations;
 mod changes;
+mod chat;
 mod mcp_audit;
 mod policies;

@@ -3,6 +3,7 @@
 //! answers are the API's own.
 
 use super::super::automations::{self, CreateAutomation, UpdateAutomation};
+use super::super::chat::{self, ApprovalRequest, MessageRequest};
 use super::super::sessions::{self, InputRequest, StartRequest, StopRequest};
 use super::super::{hosts, org_call, org_data};
 use crate::auth::Principal;
@@ -15,6 +16,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::sync::Arc;
+use tether_durable::chat::{AttachmentFile, Decision};
 use tether_durable::org::OrgOp;
 use tether_durable::org::model::{CreateTask, PageQuery, TaskQuery, UpdateTask};
 use tether_durable::session::SessionQuery;
@@ -70,6 +72,32 @@ struct SessionInput {
     session_id: String,
     /// Text typed into the terminal (at most 64 KiB); end a line with "\r" to submit it.
     data: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SessionMessage {
+    /// A running chat session's id (`ses_...`).
+    session_id: String,
+    /// The message, 1 to 100 000 characters.
+    text: String,
+    /// Files for the agent (at most 8, 256 KiB each and 512 KiB together, decoded), landing
+    /// in the worktree under `.tether/attachments/<message id>/`.
+    #[serde(default)]
+    attachments: Vec<AttachmentFile>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SessionApproval {
+    /// A chat session's id (`ses_...`).
+    session_id: String,
+    /// The approval request's id (`apr_...`), from the session's `approval_requested` event.
+    request_id: String,
+    /// `allow` or `deny`.
+    decision: Decision,
+    /// Why, one line of at most 1000 characters.
+    reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -219,6 +247,16 @@ const TOOLS: &[Spec] = &[
         name: "sessions_stop",
         description: "Stop an agent session (a queued one at once, a running one through its machine).",
         schema: schema::<SessionStop>,
+    },
+    Spec {
+        name: "sessions_send_message",
+        description: "Send a follow-up message (and optionally files, base64) to a running chat session's agent. Answers the message id and where the files landed.",
+        schema: schema::<SessionMessage>,
+    },
+    Spec {
+        name: "sessions_answer_approval",
+        description: "Allow or deny a chat session's pending approval request (a tool call the agent waits on), with an optional reason. Members only.",
+        schema: schema::<SessionApproval>,
     },
     Spec {
         name: "terminals_read",
@@ -390,6 +428,22 @@ async fn run(
             let s: SessionStop = args(a)?;
             let input = StopRequest { reason: s.reason };
             json(&sessions::stop_session(app, p, &s.session_id, input).await?)
+        }
+        "sessions_send_message" => {
+            let m: SessionMessage = args(a)?;
+            let input = MessageRequest {
+                text: m.text,
+                attachments: m.attachments,
+            };
+            chat::send_message(app, p, &m.session_id, input).await
+        }
+        "sessions_answer_approval" => {
+            let a: SessionApproval = args(a)?;
+            let input = ApprovalRequest {
+                decision: a.decision,
+                reason: a.reason,
+            };
+            json(&chat::answer_approval(app, p, &a.session_id, &a.request_id, input).await?)
         }
         "terminals_read" => {
             let r: TerminalRead = args(a)?;

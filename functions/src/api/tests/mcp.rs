@@ -64,7 +64,7 @@ fn tool(app: &App, key: &str, name: &str, args: Value) -> (bool, Value) {
     )
 }
 
-const TOOLS: [&str; 27] = [
+const TOOLS: [&str; 29] = [
     "tasks_create",
     "tasks_list",
     "tasks_get",
@@ -79,6 +79,8 @@ const TOOLS: [&str; 27] = [
     "sessions_list",
     "sessions_get",
     "sessions_stop",
+    "sessions_send_message",
+    "sessions_answer_approval",
     "terminals_read",
     "terminals_send_input",
     "automations_create",
