@@ -1,6 +1,8 @@
 //! The command line: argument definitions here, one module per command group.
 
+mod approve;
 mod attach;
+mod chat;
 mod doctor;
 mod hook;
 mod hosts;
@@ -135,6 +137,66 @@ pub enum Command {
         /// Only watch: send no keystrokes or resizes.
         #[arg(long)]
         no_input: bool,
+        #[arg(long, env = "TETHER_URL")]
+        server: Option<String>,
+        #[arg(long, env = "TETHER_KEY", hide_env_values = true)]
+        key: Option<String>,
+    },
+    /// Show a chat session here: replay its conversation, follow it live, answer its approval
+    /// requests, send follow-ups.
+    ///
+    /// Replays the session's events from the start (or --from), then follows them live until
+    /// the session ends: messages (the agent's as they are written), tool calls, approval
+    /// requests and answers, turns and token usage. Colours only when stdout is a terminal
+    /// (and NO_COLOR is unset). Event types this version does not know are skipped.
+    ///
+    /// With a terminal on stdin, once caught up: each approval request still open is asked
+    /// about (`Allow Bash? [y]es / [n]o / [s]kip: `; `n` or `y` may be followed by a reason,
+    /// e.g. `n not on main`; skip leaves it to others or its timeout), and any other non-empty
+    /// line is sent to the agent as a follow-up message. Ctrl-D leaves; the session keeps
+    /// running. Without a terminal on stdin (or with --no-input, --no-follow or --json, or
+    /// when the session has ended), stdin is not read. A terminal session is refused: use
+    /// `tether attach`. Uses the login (or --server/--key).
+    Chat {
+        /// The session id (ses_...).
+        session: String,
+        /// Where to start: `start`, `now`, or a stream offset (as `--no-follow` prints it on
+        /// stderr when it stops).
+        #[arg(long, default_value = "start")]
+        from: String,
+        /// Stop once caught up (the first read that reaches the end of what the stream
+        /// holds) instead of following live; prints on stderr where to go on from.
+        #[arg(long)]
+        no_follow: bool,
+        /// Print each event as one JSON line (NDJSON), exactly as the stream holds it,
+        /// unknown types included, and nothing else on stdout. No prompts, no input.
+        #[arg(long)]
+        json: bool,
+        /// Only watch: no approval prompts, no follow-ups.
+        #[arg(long)]
+        no_input: bool,
+        #[arg(long, env = "TETHER_URL")]
+        server: Option<String>,
+        #[arg(long, env = "TETHER_KEY", hide_env_values = true)]
+        key: Option<String>,
+    },
+    /// Allow or deny a tool call a chat session waits on (an approval request).
+    ///
+    /// Answers with the login's key (or --key); the request may need a higher role (admin or
+    /// owner). Prints one line, e.g. `allowed apr_... — answered by mem_...`; on error, the
+    /// server's message on stderr and exit code 1 (already answered, no such request, role
+    /// too low, session ended, host offline, ...).
+    Approve {
+        /// The session id (ses_...).
+        session: String,
+        /// The approval request's id (apr_...), as `tether chat` shows it.
+        request: String,
+        /// allow or deny.
+        #[arg(value_parser = ["allow", "deny"])]
+        decision: String,
+        /// Why: recorded with the answer and shown in the session.
+        #[arg(long)]
+        reason: Option<String>,
         #[arg(long, env = "TETHER_URL")]
         server: Option<String>,
         #[arg(long, env = "TETHER_KEY", hide_env_values = true)]
@@ -385,6 +447,44 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 no_input,
             };
             attach::attach(&paths()?, args).await
+        }
+        Command::Chat {
+            session,
+            from,
+            no_follow,
+            json,
+            no_input,
+            server,
+            key,
+        } => {
+            let args = chat::ChatArgs {
+                server,
+                key,
+                session,
+                from,
+                no_follow,
+                json,
+                no_input,
+            };
+            chat::chat(&paths()?, args).await
+        }
+        Command::Approve {
+            session,
+            request,
+            decision,
+            reason,
+            server,
+            key,
+        } => {
+            let args = approve::ApproveArgs {
+                server,
+                key,
+                session,
+                request,
+                decision,
+                reason,
+            };
+            approve::approve(&paths()?, args).await
         }
         Command::Worktrees { command } => worktrees::worktrees(&paths()?, command).await,
         Command::Policy { command } => policy::policy(&paths()?, command).await,

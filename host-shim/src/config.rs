@@ -16,6 +16,17 @@
 //! prompt_args = ["--prompt"]
 //! env = { MY_AGENT_MODE = "fast" }
 //!
+//! chat = { protocol = "claude-stream-json", args = ["-p", "--output-format", "stream-json"] }
+//!                                         # optional: how it runs chat sessions
+//!
+//! [chat]                                  # optional: chat sessions
+//! approval_timeout_secs = 300             # default: how long an approval waits (1 to 600)
+//! approval_default = "deny"               # default: what applies when nobody answers
+//! approval_role = "member"                # default: who may answer (member | admin | owner)
+//! idle_timeout_secs = 3600                # default: a conversation idle this long ends
+//! titles = true                           # default: titles by a small model when the
+//!                                         # daemon has ANTHROPIC_API_KEY or OPENAI_API_KEY
+//!
 //! [[policies]]                            # optional: guardrail policies, in order
 //! path = "/home/me/policies/secret-guard.wasm"
 //! config = { mode = "redact" }            # handed to the policy as JSON
@@ -48,12 +59,73 @@ pub struct Config {
     /// Seconds between checks for changes to the org's policies (default 30, at least 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_sync_secs: Option<u64>,
+    /// Chat sessions: approvals, idle time, titles (`[chat]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<ChatConfig>,
     /// Guardrail policies, in evaluation order (`[[policies]]`; `tether policy add`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<crate::policy::PolicyEntry>,
     /// Settings of newer versions (and `[presets.NAME]` tables), preserved on save.
     #[serde(flatten)]
     pub other: toml::Table,
+}
+
+/// `[chat]`: how this machine runs chat sessions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatConfig {
+    /// How long an approval request waits for a member (default 300, 1 to 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_timeout_secs: Option<u64>,
+    /// What applies when nobody answers in time: `deny` (default) or `allow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_default: Option<tether_durable::chat::Decision>,
+    /// The least org role that may answer: `member` (default), `admin` or `owner`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_role: Option<String>,
+    /// A conversation with no turn under way for this long ends (default 3600 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Ask a small model for session titles when an API key is there (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub titles: Option<bool>,
+}
+
+/// The longest an approval may wait: the agents' hooks wait for the answer, and the hook
+/// entries give them [`crate::hooks::install::HOOK_TIMEOUT_SECS`].
+pub const MAX_APPROVAL_TIMEOUT_SECS: u64 = 600;
+
+impl ChatConfig {
+    /// The settings, checked.
+    pub fn settings(&self) -> Result<crate::sessions::chat::ChatSettings, Error> {
+        let d = crate::sessions::chat::ChatSettings::default();
+        let timeout = self
+            .approval_timeout_secs
+            .unwrap_or(d.approval_timeout.as_secs());
+        if !(1..=MAX_APPROVAL_TIMEOUT_SECS).contains(&timeout) {
+            return Err(Error::InvalidConfig(format!(
+                "[chat] approval_timeout_secs: 1 to {MAX_APPROVAL_TIMEOUT_SECS}"
+            )));
+        }
+        let role = self.approval_role.clone().unwrap_or(d.approval_role);
+        if tether_durable::chat::role_rank(&role).is_none() {
+            return Err(Error::InvalidConfig(
+                "[chat] approval_role: member, admin or owner".into(),
+            ));
+        }
+        let idle = self.idle_timeout_secs.unwrap_or(d.idle_timeout.as_secs());
+        if idle == 0 {
+            return Err(Error::InvalidConfig(
+                "[chat] idle_timeout_secs: at least 1".into(),
+            ));
+        }
+        Ok(crate::sessions::chat::ChatSettings {
+            approval_timeout: std::time::Duration::from_secs(timeout),
+            approval_default: self.approval_default.unwrap_or(d.approval_default),
+            approval_role: role,
+            idle_timeout: std::time::Duration::from_secs(idle),
+        })
+    }
 }
 
 impl std::fmt::Debug for Config {

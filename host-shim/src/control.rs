@@ -73,7 +73,21 @@ pub trait SessionGate: Send + Sync {
     /// judged before the agent started (the agent's own hook then reports it again); true
     /// once.
     fn already_judged(&self, id: &str, prompt: &str) -> bool;
+    /// For a chat session this daemon runs: asks the org's members about what a policy
+    /// answered "ask" to, and resolves to their answer (or the timeout's default). None for
+    /// any other session: its agent asks its own user, at the terminal.
+    fn ask_member(&self, _id: &str, _ask: Ask) -> Option<AskFuture> {
+        None
+    }
 }
+
+/// An approval's answer, as the hook needs it.
+pub type AskFuture = std::pin::Pin<Box<dyn Future<Output = Verdict> + Send>>;
+pub use crate::sessions::chat::{Ask, Verdict};
+
+/// While an answer takes long (a member's approval), the daemon writes a space this often:
+/// the client's read timeout applies between bytes, and JSON ignores leading whitespace.
+const KEEPALIVE: Duration = Duration::from_secs(5);
 
 /// Serves the socket until the task is dropped.
 #[cfg(unix)]
@@ -100,10 +114,10 @@ pub async fn serve(
             turns.clone(),
         );
         tokio::spawn(async move {
-            let Ok(_turn) = turns.acquire().await else {
+            let Ok(turn) = turns.acquire_owned().await else {
                 return;
             };
-            if let Err(e) = handle(stream, &guardrails, sessions.as_ref(), &mcp).await {
+            if let Err(e) = handle(stream, &guardrails, sessions.as_ref(), &mcp, turn).await {
                 debug!(error = %e, "a control connection failed");
             }
         });
@@ -131,6 +145,7 @@ async fn handle(
     guardrails: &Guardrails,
     sessions: &dyn SessionGate,
     mcp: &Relay,
+    turn: tokio::sync::OwnedSemaphorePermit,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = Vec::new();
@@ -138,15 +153,40 @@ async fn handle(
     tokio::time::timeout(READ_TIMEOUT, limited.read_to_end(&mut buf))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
-    let answer = if buf.len() > MAX_REQUEST {
+    let work = answer(&buf, guardrails, sessions, mcp, turn);
+    tokio::pin!(work);
+    let mut keepalive =
+        tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+    let answer = loop {
+        tokio::select! {
+            a = &mut work => break a,
+            _ = keepalive.tick() => stream.write_all(b" ").await?,
+        }
+    };
+    stream.write_all(&answer.unwrap_or_default()).await?;
+    stream.shutdown().await
+}
+
+/// The answer to one request, serialised.
+#[cfg(unix)]
+async fn answer(
+    buf: &[u8],
+    guardrails: &Guardrails,
+    sessions: &dyn SessionGate,
+    mcp: &Relay,
+    turn: tokio::sync::OwnedSemaphorePermit,
+) -> serde_json::Result<Vec<u8>> {
+    if buf.len() > MAX_REQUEST {
         serde_json::to_vec(&refused("the request is too large"))
     } else {
-        match serde_json::from_slice::<Request>(&buf) {
+        match serde_json::from_slice::<Request>(buf) {
             Ok(Request::Hook {
                 agent,
                 session,
                 input,
-            }) => serde_json::to_vec(&hook(guardrails, sessions, &agent, &session, &input).await),
+            }) => serde_json::to_vec(
+                &hook(guardrails, sessions, &agent, &session, &input, Some(turn)).await,
+            ),
             Ok(Request::Reload) => serde_json::to_vec(&match guardrails.reload().await {
                 Ok(policies) => Reloaded {
                     policies,
@@ -174,9 +214,7 @@ async fn handle(
             }),
             Err(e) => serde_json::to_vec(&refused(&format!("not a request: {e}"))),
         }
-    };
-    stream.write_all(&answer.unwrap_or_default()).await?;
-    stream.shutdown().await
+    }
 }
 
 /// An answer that reports a problem without blocking the agent (any exit code but 2).
@@ -188,13 +226,16 @@ fn refused(why: &str) -> Answer {
     }
 }
 
-/// The agent's answer to one hook event.
+/// The agent's answer to one hook event. In a chat session, what a policy answers "ask" to
+/// waits for a member's answer (`turn`, the caller's place in the socket's queue, is given up
+/// meanwhile, so waiting approvals never hold up other hooks).
 pub async fn hook(
     guardrails: &Guardrails,
     sessions: &dyn SessionGate,
     agent: &str,
     session: &str,
     input: &str,
+    turn: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Answer {
     let Some(agent) = Agent::parse(agent) else {
         return refused(&format!("unknown agent {agent:?}"));
@@ -213,6 +254,35 @@ pub async fn hook(
         return Answer::default();
     }
     let combined = guardrails.judge(session, event.clone()).await;
+    if let protocol::Verdict::Ask(reason) = &combined.verdict {
+        let (tool, input) = match &event.payload {
+            Payload::ToolCall {
+                tool_name,
+                tool_input,
+            } => (tool_name.clone(), tool_input.clone()),
+            Payload::Prompt(p) => ("prompt".to_owned(), serde_json::json!({ "prompt": p })),
+            _ => return protocol::answer(&event, &combined.verdict, None),
+        };
+        let ask = Ask {
+            tool,
+            input,
+            tool_use_id: None,
+            source: tether_durable::chat::ApprovalSource::Guardrail,
+            reason: Some(reason.clone()),
+        };
+        if let Some(waiting) = sessions.ask_member(session, ask) {
+            drop(turn);
+            let verdict = waiting.await;
+            return match verdict.decision {
+                tether_durable::chat::Decision::Allow => {
+                    protocol::approved(&event, "allowed by a member of the org")
+                }
+                tether_durable::chat::Decision::Deny => {
+                    protocol::answer(&event, &protocol::Verdict::Deny(verdict.denial()), None)
+                }
+            };
+        }
+    }
     protocol::answer(&event, &combined.verdict, combined.context.as_deref())
 }
 

@@ -143,6 +143,14 @@ pub async fn run_daemon(daemon: Daemon, shutdown: impl Future<Output = ()>) -> R
             .map_err(|e| Error::InvalidConfig(e.to_string()))?,
         guardrails: guardrails.clone(),
         state_dir: daemon.paths.state_dir.clone(),
+        chat: config.chat.clone().unwrap_or_default().settings()?,
+        titles: Arc::new(
+            if config.chat.as_ref().and_then(|c| c.titles) == Some(false) {
+                crate::titles::Titles::none(reqwest::Client::new())
+            } else {
+                crate::titles::Titles::from_env(reqwest::Client::new())
+            },
+        ),
     };
     // No idle connections kept for tokens: the client is used once per connect, and when a
     // tunnel dies of silence (a half-open path) a pooled connection on that path is dead too;

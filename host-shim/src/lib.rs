@@ -20,6 +20,8 @@
 //!   how stale they are (`tether tasks list`, the agents' MCP read tools).
 //! - [`host_auth`]: the host token (a signed server nonce), cached for the tunnel and the
 //!   session code's HTTP calls.
+//! - [`chat`]: the agents' structured protocols (Claude Code's stream-json, `codex exec
+//!   --json`), turned into the chat event schema; pure, fed by the session runner.
 //! - [`sessions`]: agent sessions: a start command becomes a worktree ([`worktree`]), an
 //!   agent from a preset ([`presets`]) in a PTY, its output spooled and shipped exactly once
 //!   into the session's stream, its status reported to the edge.
@@ -28,6 +30,7 @@
 //! and renames them into place, so they are never readable by others, even for a moment.
 
 pub mod api;
+pub mod chat;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -48,6 +51,7 @@ pub mod service;
 pub mod sessions;
 pub mod state;
 pub mod streams;
+pub mod titles;
 pub mod tunnel;
 pub mod worktree;
 

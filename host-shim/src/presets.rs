@@ -60,6 +60,36 @@ pub enum PromptTransport {
     None,
 }
 
+/// The structured protocol a preset's agent speaks in a chat session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChatProtocol {
+    /// Claude Code's stream-json in and out: one process for the whole conversation, user
+    /// messages and permission answers on stdin, events on stdout.
+    ClaudeStreamJson,
+    /// Codex's `exec --json`: one process per turn, the next turn resumes the thread.
+    CodexJson,
+}
+
+impl ChatProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClaudeStreamJson => "claude-stream-json",
+            Self::CodexJson => "codex-json",
+        }
+    }
+}
+
+/// How a preset runs in a chat session: the protocol, and the arguments that switch the agent
+/// into it (they come before the preset's own `args`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatMode {
+    pub protocol: ChatProtocol,
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
 /// One way to start an agent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Preset {
@@ -81,6 +111,8 @@ pub struct Preset {
     pub env: BTreeMap<String, String>,
     /// One line for listings.
     pub description: String,
+    /// How it runs in a chat session; None: the agent has no structured mode Tether speaks.
+    pub chat: Option<ChatMode>,
 }
 
 /// A preset as written in the config file: everything but `command` is optional.
@@ -106,6 +138,10 @@ pub struct PresetConfig {
     pub env: BTreeMap<String, String>,
     /// Default: "custom preset running <command>".
     pub description: Option<String>,
+    /// `{ protocol = "claude-stream-json" | "codex-json", args = [...] }`; default none (no
+    /// chat sessions).
+    #[serde(default)]
+    pub chat: Option<ChatMode>,
 }
 
 /// What starting a preset takes: the caller spawns `program` with exactly `args` (no shell),
@@ -202,7 +238,40 @@ fn builtin(
         mcp_args: builtin_mcp_args(command),
         env: BTreeMap::new(),
         description: description.to_owned(),
+        chat: builtin_chat(command),
     }
+}
+
+/// The structured modes of the built-in agents: Claude Code's stream-json (with permission
+/// requests on the same pipes: `--permission-prompt-tool stdio`) and Codex's `exec --json`.
+/// Gemini CLI, opencode, Cursor Agent, Amp and Copilot CLI: none that Tether speaks, so they
+/// run terminal sessions only (a custom preset can give a compatible agent a `chat` mode).
+fn builtin_chat(command: &str) -> Option<ChatMode> {
+    let (protocol, args): (ChatProtocol, &[&str]) = match command {
+        "claude" => (
+            ChatProtocol::ClaudeStreamJson,
+            &[
+                "-p",
+                "--output-format",
+                "stream-json",
+                "--input-format",
+                "stream-json",
+                "--verbose",
+                "--include-partial-messages",
+                "--permission-prompt-tool",
+                "stdio",
+            ],
+        ),
+        "codex" => (
+            ChatProtocol::CodexJson,
+            &["exec", "--json", "--skip-git-repo-check"],
+        ),
+        _ => return None,
+    };
+    Some(ChatMode {
+        protocol,
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+    })
 }
 
 /// How each agent CLI takes an MCP server for one run: Claude Code reads `--mcp-config FILE`
@@ -351,6 +420,10 @@ fn from_config(name: &str, config: PresetConfig) -> Result<Preset, PresetError> 
         ("args", &config.args),
         ("prompt_args", &config.prompt_args),
         ("mcp_args", &config.mcp_args),
+        (
+            "chat.args",
+            config.chat.as_ref().map_or(&Vec::new(), |c| &c.args),
+        ),
     ] {
         if list.len() > MAX_ARGS {
             return Err(PresetError::TooManyArgs {
@@ -395,6 +468,7 @@ fn from_config(name: &str, config: PresetConfig) -> Result<Preset, PresetError> 
         mcp_args: config.mcp_args,
         env: config.env,
         description,
+        chat: config.chat,
     })
 }
 
@@ -510,6 +584,44 @@ impl Preset {
             stdin,
             env: self.env.clone(),
         }
+    }
+}
+
+impl Preset {
+    /// One chat turn's start (None: no chat mode): the chat arguments, the preset's `args`,
+    /// the MCP arguments; then for Codex `resume <thread>` when it goes on and `-- <prompt>`.
+    /// Claude Code takes its messages on stdin, so `prompt` is ignored for it.
+    pub fn chat_launch(
+        &self,
+        prompt: Option<&str>,
+        resume: Option<&str>,
+        mcp: &SessionServer,
+    ) -> Option<(ChatProtocol, Launch)> {
+        let chat = self.chat.as_ref()?;
+        let mut args: Vec<String> = chat
+            .args
+            .iter()
+            .chain(&self.args)
+            .chain(&self.mcp_args)
+            .map(|a| mcp.expand(a))
+            .collect();
+        if chat.protocol == ChatProtocol::CodexJson {
+            if let Some(thread) = resume {
+                args.extend(["resume".to_owned(), thread.to_owned()]);
+            }
+            if let Some(p) = prompt {
+                args.extend(["--".to_owned(), p.to_owned()]);
+            }
+        }
+        Some((
+            chat.protocol,
+            Launch {
+                program: self.command.clone(),
+                args,
+                stdin: None,
+                env: self.env.clone(),
+            },
+        ))
     }
 }
 

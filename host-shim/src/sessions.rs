@@ -16,6 +16,7 @@
 //!   closed. A clean shutdown ([`Sessions::shutdown`]) stops the agents first (status
 //!   `stopped`, reason "the daemon shut down").
 
+pub mod chat;
 pub mod pty;
 pub mod report;
 pub mod ship;
@@ -35,7 +36,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::{LocalSession, StatusChange};
-use tether_durable::session::{SessionStatus, StartSession};
+use tether_durable::chat::{ApprovalAnswer, ApprovalOutcome, ChatMessage, Delivered, EventBody};
+use tether_durable::session::{SessionKind, SessionStatus, StartSession};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
@@ -63,12 +65,18 @@ pub struct Settings {
     /// The daemon's state folder (agents get it as `TETHER_STATE_DIR`, so their hooks find
     /// the daemon).
     pub state_dir: PathBuf,
+    /// Approvals and idle time of chat sessions.
+    pub chat: chat::ChatSettings,
+    /// Names sessions with a small model when an API key is there.
+    pub titles: Arc<crate::titles::Titles>,
 }
 
 /// A session this daemon runs now.
 #[derive(Default)]
 struct Live {
     agent: Mutex<Option<Arc<Agent>>>,
+    /// A chat session's conversation.
+    chat: Mutex<Option<Arc<chat::Chat>>>,
     /// Set when a stop was asked for, with its reason.
     stop: Mutex<Option<String>>,
     stopped: Notify,
@@ -82,6 +90,21 @@ impl Live {
     fn stop_reason(&self) -> Option<String> {
         self.stop.lock().ok().and_then(|s| s.clone())
     }
+
+    fn chat(&self) -> Option<Arc<chat::Chat>> {
+        self.chat.lock().ok().and_then(|c| c.clone())
+    }
+}
+
+/// A session ready to run: everything up to the process.
+struct Prepared {
+    preset: Preset,
+    prompt: Option<String>,
+    program: PathBuf,
+    env: BTreeMap<String, String>,
+    mcp: SessionServer,
+    worktree: PathBuf,
+    branch: String,
 }
 
 /// The sessions of this daemon.
@@ -191,10 +214,28 @@ impl Sessions {
         let id = cmd.session_id.clone();
         let (shipped_tx, shipped_rx) = watch::channel(0u64);
         let (ended_tx, ended_rx) = watch::channel(false);
-        let launched = self.launch(&cmd, live, shipped_rx).await;
+        let launched = match self.prepare(&cmd, live).await {
+            Ok(prepared) if cmd.kind == SessionKind::Chat => {
+                return self
+                    .run_chat(&cmd, live, prepared, (shipped_tx, ended_tx, ended_rx))
+                    .await;
+            }
+            Ok(prepared) => self.launch(&cmd, live, prepared, shipped_rx).await,
+            Err(e) => Err(e),
+        };
         let agent = match launched {
             Ok(agent) => agent,
             Err((status, reason)) => {
+                if cmd.kind == SessionKind::Chat {
+                    // Readers of a chat stream see why it ended in the stream itself.
+                    if let Ok(log) = chat::EventLog::open(&self.spool(&id)) {
+                        log.push(EventBody::Error {
+                            message: reason.clone(),
+                            code: Some("start_failed".into()),
+                        });
+                        log.push(ended_event(status, None, Some(&reason)));
+                    }
+                }
                 self.set_status(
                     &id,
                     status,
@@ -204,9 +245,10 @@ impl Sessions {
                     },
                 )
                 .await;
-                // Nothing was written: close the empty stream so readers stop waiting.
+                // Nothing (or only why) was written: close the stream so readers stop waiting.
                 ended_tx.send_replace(true);
-                self.ship(&id, watch::channel(0).1, ended_rx, shipped_tx)
+                let len = std::fs::metadata(self.spool(&id)).map_or(0, |m| m.len());
+                self.ship(&id, watch::channel(len).1, ended_rx, shipped_tx)
                     .await;
                 return;
             }
@@ -238,13 +280,13 @@ impl Sessions {
         let _ = shipper.await;
     }
 
-    /// Everything up to a running agent; on failure, the status and reason to record.
-    async fn launch(
+    /// Everything up to the agent's process: preset, checkout, prompt check, worktree,
+    /// environment. On failure, the status and reason to record.
+    async fn prepare(
         &self,
         cmd: &StartSession,
         live: &Live,
-        shipped: watch::Receiver<u64>,
-    ) -> Result<Arc<Agent>, (SessionStatus, String)> {
+    ) -> Result<Prepared, (SessionStatus, String)> {
         let failed = |reason: String| (SessionStatus::Failed, reason);
         let running = self.live.lock().map_or(0, |m| m.len());
         if running > MAX_RUNNING {
@@ -282,14 +324,26 @@ impl Sessions {
             })?;
         // The checkout is the agent's working folder as far as the prompt check knows: the
         // worktree is made only once the prompt passed.
+        if cmd.kind == SessionKind::Chat && preset.chat.is_none() {
+            let with: Vec<String> = presets::all(&self.settings.custom_presets)
+                .into_iter()
+                .filter(|p| p.chat.is_some())
+                .map(|p| p.name)
+                .collect();
+            return Err(failed(format!(
+                "preset {} has no structured mode Tether speaks, so it runs terminal sessions \
+                 only (chat sessions: {})",
+                preset.name,
+                with.join(", ")
+            )));
+        }
         let prompt = self.gate(cmd, &link.path).await?;
         let mcp = self.mcp_server(&cmd.session_id).map_err(failed)?;
-        let launch = preset.launch(prompt.as_deref(), &mcp);
-        let program = presets::find_program(&launch.program, std::env::var_os("PATH").as_deref())
+        let program = presets::find_program(&preset.command, std::env::var_os("PATH").as_deref())
             .ok_or_else(|| {
             failed(format!(
                 "agent CLI not found on the host: `{}` (preset {}) is not on the daemon's PATH",
-                launch.program, preset.name
+                preset.command, preset.name
             ))
         })?;
         let branch = cmd.branch.clone().unwrap_or_else(|| {
@@ -324,9 +378,11 @@ impl Sessions {
         if let Some(reason) = live.stop_reason() {
             return Err((SessionStatus::Stopped, reason));
         }
-        let mut env: BTreeMap<String, String> = launch.env.clone();
-        env.insert("TERM".into(), "xterm-256color".into());
-        env.insert("COLORTERM".into(), "truecolor".into());
+        let mut env: BTreeMap<String, String> = preset.env.clone();
+        if cmd.kind == SessionKind::Terminal {
+            env.insert("TERM".into(), "xterm-256color".into());
+            env.insert("COLORTERM".into(), "truecolor".into());
+        }
         env.insert("TETHER_SESSION_ID".into(), cmd.session_id.clone());
         env.insert("TETHER_HOST_ID".into(), self.auth.host_id.clone());
         env.insert("TETHER_PROJECT_ID".into(), cmd.project_id.clone());
@@ -344,11 +400,37 @@ impl Sessions {
         }
         mcp.write()
             .map_err(|e| failed(format!("writing the agent's MCP config: {e}")))?;
+        Ok(Prepared {
+            preset,
+            prompt,
+            program,
+            env,
+            mcp,
+            worktree: record.path,
+            branch,
+        })
+    }
+
+    /// A terminal session's agent, started in a PTY.
+    async fn launch(
+        self: &Arc<Self>,
+        cmd: &StartSession,
+        live: &Live,
+        p: Prepared,
+        shipped: watch::Receiver<u64>,
+    ) -> Result<Arc<Agent>, (SessionStatus, String)> {
+        let failed = |reason: String| (SessionStatus::Failed, reason);
+        let launch = p.preset.launch(p.prompt.as_deref(), &p.mcp);
+        let spool = self.spool(&cmd.session_id);
+        let (program, env, record_path, branch) =
+            (&p.program, &p.env, &p.worktree, p.branch.clone());
+        let mut env = env.clone();
+        env.extend(launch.env.clone());
         let agent = Agent::spawn(
             &Spawn {
-                program: &program,
+                program,
                 args: &launch.args,
-                cwd: &record.path,
+                cwd: record_path,
                 env: &env,
                 cols: cmd.cols,
                 rows: cmd.rows,
@@ -365,15 +447,145 @@ impl Sessions {
             SessionStatus::Running,
             StatusChange {
                 branch: Some(branch),
-                worktree: Some(record.path.display().to_string()),
+                worktree: Some(record_path.display().to_string()),
                 ..StatusChange::default()
             },
         )
         .await;
+        self.name(cmd, None);
         if let Some(prompt) = launch.stdin {
             agent.write(format!("{prompt}\r").into_bytes());
         }
         Ok(agent)
+    }
+
+    /// A chat session from its process's start to its end.
+    async fn run_chat(
+        self: &Arc<Self>,
+        cmd: &StartSession,
+        live: &Live,
+        p: Prepared,
+        (shipped_tx, ended_tx, ended_rx): (
+            watch::Sender<u64>,
+            watch::Sender<bool>,
+            watch::Receiver<bool>,
+        ),
+    ) {
+        let id = &cmd.session_id;
+        let log = match chat::EventLog::open(&self.spool(id)) {
+            Ok(log) => log,
+            Err(e) => {
+                let reason = format!("opening the session's event spool: {e}");
+                self.set_status(id, SessionStatus::Failed, failure(reason))
+                    .await;
+                return;
+            }
+        };
+        let conversation = chat::Chat::new(log, self.settings.chat.clone(), p.worktree.clone());
+        let shipper = {
+            let this = self.clone();
+            let (id, spooled) = (id.clone(), conversation.log.len());
+            tokio::spawn(async move { this.ship(&id, spooled, ended_rx, shipped_tx).await })
+        };
+        if let Ok(mut slot) = live.chat.lock() {
+            *slot = Some(conversation.clone());
+        }
+        self.set_status(
+            id,
+            SessionStatus::Running,
+            StatusChange {
+                branch: Some(p.branch.clone()),
+                worktree: Some(p.worktree.display().to_string()),
+                ..StatusChange::default()
+            },
+        )
+        .await;
+        self.name(cmd, Some(conversation.clone()));
+        let start = chat::Start {
+            preset: &p.preset,
+            program: p.program.clone(),
+            env: p.env.clone(),
+            mcp: &p.mcp,
+            prompt: p.prompt.clone(),
+        };
+        let (code, signal) = if live.stop_reason().is_some() {
+            (-1, None)
+        } else {
+            conversation.drive(start, &live.stopped).await
+        };
+        let reason = live
+            .stop_reason()
+            .or_else(|| signal.map(|s| format!("ended by {s}")));
+        let status = if live.stop_reason().is_some() {
+            SessionStatus::Stopped
+        } else {
+            SessionStatus::Exited
+        };
+        conversation
+            .log
+            .push(ended_event(status, Some(code), reason.as_deref()));
+        ended_tx.send_replace(true);
+        self.set_status(
+            id,
+            status,
+            StatusChange {
+                exit_code: Some(code),
+                reason,
+                ..StatusChange::default()
+            },
+        )
+        .await;
+        let _ = shipper.await;
+    }
+
+    /// Gives the session a title from its prompt, in the background: a small model's when
+    /// this machine has an API key (reported to the edge), else the fallback the edge already
+    /// recorded. A chat session's stream gets it as a `title` event either way.
+    fn name(self: &Arc<Self>, cmd: &StartSession, conversation: Option<Arc<chat::Chat>>) {
+        let Some(prompt) = cmd.prompt.clone() else {
+            return;
+        };
+        let this = self.clone();
+        let id = cmd.session_id.clone();
+        self.spawn(async move {
+            let (title, source) = match this.settings.titles.generate(&prompt).await {
+                Some(t) => {
+                    this.settings.titles.report(&this.auth, &id, &t).await;
+                    (Some(t), "llm")
+                }
+                None => (tether_durable::chat::fallback_title(&prompt), "fallback"),
+            };
+            if let (Some(title), Some(c)) = (title, conversation) {
+                c.log.push(EventBody::Title {
+                    title,
+                    source: source.into(),
+                });
+            }
+        });
+    }
+
+    /// A follow-up for a running chat session.
+    pub async fn deliver(&self, msg: ChatMessage) -> Result<Delivered, String> {
+        let conversation = self.conversation(&msg.session_id)?;
+        conversation.deliver(msg).await
+    }
+
+    /// A member's answer to one of a chat session's approvals.
+    pub fn approve(&self, answer: ApprovalAnswer) -> ApprovalOutcome {
+        match self.conversation(&answer.session_id) {
+            Ok(c) => c.answer(answer),
+            Err(_) => ApprovalOutcome::Unknown,
+        }
+    }
+
+    fn conversation(&self, id: &str) -> Result<Arc<chat::Chat>, String> {
+        let live = self.live.lock().ok().and_then(|m| m.get(id).cloned());
+        match live {
+            None => Err(format!("session {id} is not running on this host")),
+            Some(l) => l
+                .chat()
+                .ok_or_else(|| format!("session {id} is not a running chat session")),
+        }
     }
 
     /// The session's local MCP server: this very binary (`tether mcp`), so the agent runs the
@@ -456,6 +668,7 @@ impl Sessions {
             spooled,
             ended,
             shipped,
+            kind: kind_of(&local.stream_path),
         };
         match shipper.run(&local).await {
             Ok(()) => {
@@ -525,6 +738,12 @@ impl Sessions {
                     }
                     _ => "the daemon stopped while the session was starting",
                 };
+                if kind_of(&s.stream_path) == SessionKind::Chat
+                    && !s.stream_closed
+                    && let Ok(log) = chat::EventLog::open(&self.spool(&s.id))
+                {
+                    log.push(ended_event(SessionStatus::Failed, None, Some(reason)));
+                }
                 self.set_status(
                     &s.id,
                     SessionStatus::Failed,
@@ -591,6 +810,31 @@ impl Sessions {
     }
 }
 
+/// A session's kind, from its stream's path (the local record keeps only the path).
+fn kind_of(stream_path: &str) -> SessionKind {
+    if stream_path.ends_with("/chat") {
+        SessionKind::Chat
+    } else {
+        SessionKind::Terminal
+    }
+}
+
+fn failure(reason: String) -> StatusChange {
+    StatusChange {
+        reason: Some(reason),
+        ..StatusChange::default()
+    }
+}
+
+/// The last event of a chat stream.
+fn ended_event(status: SessionStatus, exit_code: Option<i64>, reason: Option<&str>) -> EventBody {
+    EventBody::SessionEnded {
+        status: status.as_str().into(),
+        exit_code,
+        reason: reason.map(str::to_owned),
+    }
+}
+
 /// Waits for the agent to exit; a stop request ends it (SIGTERM, then SIGKILL after
 /// [`STOP_GRACE`]).
 async fn wait_exit(agent: &Agent, live: &Live) -> pty::Exit {
@@ -616,6 +860,11 @@ async fn wait_exit(agent: &Agent, live: &Live) -> pty::Exit {
 impl crate::control::SessionGate for Sessions {
     fn is_live(&self, id: &str) -> bool {
         Sessions::is_live(self, id)
+    }
+
+    fn ask_member(&self, id: &str, ask: crate::control::Ask) -> Option<crate::control::AskFuture> {
+        let conversation = self.conversation(id).ok()?;
+        Some(Box::pin(async move { conversation.ask(ask).await }))
     }
 
     fn already_judged(&self, id: &str, prompt: &str) -> bool {

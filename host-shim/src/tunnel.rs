@@ -369,6 +369,18 @@ impl Tunnel<'_> {
                     .map_err(refused)?;
                 json(serde_json::json!({ "cols": r.size.cols, "rows": r.size.rows }))
             }
+            tether_durable::chat::MESSAGE => {
+                let msg: tether_durable::chat::ChatMessage =
+                    serde_json::from_slice(body).map_err(bad)?;
+                let delivered = self.sessions.deliver(msg).await.map_err(refused)?;
+                serde_json::to_vec(&delivered).map_err(|e| internal(e.to_string()))
+            }
+            tether_durable::chat::APPROVE => {
+                let answer: tether_durable::chat::ApprovalAnswer =
+                    serde_json::from_slice(body).map_err(bad)?;
+                serde_json::to_vec(&self.sessions.approve(answer))
+                    .map_err(|e| internal(e.to_string()))
+            }
             session::WORKTREES => {
                 let list = crate::worktree::list_all(self.state)
                     .await

@@ -17,7 +17,8 @@ use crate::paths::Paths;
 use crate::policy::FailureMode;
 use std::time::Duration;
 
-/// How long the daemon may take to answer (the installed hooks give the command 30 s).
+/// How long the daemon may stay silent: it answers at once, or while a member is asked (a chat
+/// session's approval) writes a space every 5 s; silence this long means it hangs.
 pub const WAIT: Duration = Duration::from_secs(20);
 
 /// The answer to the hook event `input` from `agent`, for the session `session` (the value of

@@ -52,9 +52,11 @@ pub const EVENTS: [&str; 5] = [
 ];
 
 /// How long, in seconds, an agent waits for `tether hook` before giving up on it. `tether hook`
-/// answers by the failure mode long before this when the daemon is down; the limit only
-/// bounds a hook that hangs.
-pub const HOOK_TIMEOUT_SECS: u64 = 30;
+/// answers by the failure mode within seconds when the daemon is down; what takes long is a
+/// chat session's approval, which waits for a member up to
+/// [`MAX_APPROVAL_TIMEOUT_SECS`](crate::config::MAX_APPROVAL_TIMEOUT_SECS), so the limit is
+/// that plus a minute.
+pub const HOOK_TIMEOUT_SECS: u64 = crate::config::MAX_APPROVAL_TIMEOUT_SECS + 60;
 
 impl Agent {
     /// The agent's configuration folder in `home`.
@@ -1583,7 +1585,12 @@ mod tests {
             }
         }
         let text = serde_json::to_string(&doc).unwrap();
-        assert!(text.contains(r#"{"timeout":30,"command":"/opt"#), "{text}");
+        assert!(
+            text.contains(&format!(
+                r#"{{"timeout":{HOOK_TIMEOUT_SECS},"command":"/opt"#
+            )),
+            "{text}"
+        );
         fs::write(&path, &text).unwrap();
 
         assert_eq!(

@@ -145,6 +145,23 @@ pub fn parse(agent: Agent, input: &[u8]) -> Result<Option<HookEvent>, ProtocolEr
     }))
 }
 
+/// The answer once a member allowed what a policy asked about: for a tool call an explicit
+/// allow (so the agent does not ask its own user again), otherwise nothing to say.
+pub fn approved(event: &HookEvent, reason: &str) -> Answer {
+    let kind = event.kind();
+    if kind != EventKind::PreToolUse {
+        return Answer::default();
+    }
+    Answer {
+        exit_code: 0,
+        stdout: json_out(&specific(
+            kind,
+            json!({"permissionDecision": "allow", "permissionDecisionReason": reason}),
+        )),
+        stderr: String::new(),
+    }
+}
+
 fn json_out(value: &Value) -> String {
     format!("{value}\n")
 }

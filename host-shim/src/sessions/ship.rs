@@ -8,6 +8,10 @@
 //! them once and answers the repeat as a duplicate. Latency and throughput: a batch leaves as
 //! soon as there are bytes and no batch in flight; while one is in flight the spool grows, and
 //! the next batch takes all of it (up to [`MAX_BATCH`]).
+//!
+//! A chat session's spool holds one JSON event per line; its batches end at a line's end and
+//! go as one JSON array (`[a,b]`). The stream stores each message followed by a comma, so its
+//! offsets are the spool's byte positions here too (`a\nb\n` and `a,b,` are the same length).
 
 use super::store::LocalSession;
 use crate::host_auth::HostAuth;
@@ -18,7 +22,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tether_durable::session::TERMINAL_CONTENT_TYPE;
+use tether_durable::session::SessionKind;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -42,6 +46,8 @@ pub struct Shipper {
     pub ended: watch::Receiver<bool>,
     /// Tells the reader how far shipping got (its backpressure).
     pub shipped: watch::Sender<u64>,
+    /// Terminal bytes, or a chat session's JSON lines.
+    pub kind: SessionKind,
 }
 
 /// Why shipping stopped before the stream was closed.
@@ -71,7 +77,7 @@ impl Shipper {
             let spooled = *self.spooled.borrow() as i64;
             let end = match inflight {
                 Some(end) => end,
-                None => spooled.min(shipped + MAX_BATCH as i64),
+                None => self.batch_end(shipped, spooled)?,
             };
             if end <= shipped {
                 if *self.ended.borrow() && shipped >= *self.spooled.borrow() as i64 {
@@ -103,7 +109,7 @@ impl Shipper {
                     self.shipped.send_replace(shipped as u64);
                     // The next batch's end goes in the same write when bytes are waiting.
                     let spooled = *self.spooled.borrow() as i64;
-                    let next = (spooled > shipped).then(|| spooled.min(shipped + MAX_BATCH as i64));
+                    let next = Some(self.batch_end(shipped, spooled)?).filter(|n| *n > shipped);
                     self.state
                         .save_shipping(&self.session_id, shipped, epoch, seq, next)
                         .await?;
@@ -134,11 +140,48 @@ impl Shipper {
         }
     }
 
-    fn read_spool(&self, from: i64, to: i64) -> Result<Bytes, ShipError> {
+    fn json(&self) -> bool {
+        self.kind == SessionKind::Chat
+    }
+
+    /// Where the next batch from `shipped` ends: as far as the spool goes, up to
+    /// [`MAX_BATCH`]; for JSON lines, at the last line end in that range.
+    fn batch_end(&self, shipped: i64, spooled: i64) -> Result<i64, ShipError> {
+        let end = spooled.min(shipped + MAX_BATCH as i64);
+        if !self.json() || end <= shipped {
+            return Ok(end);
+        }
+        let bytes = self.read_raw(shipped, end)?;
+        Ok(bytes
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(shipped, |i| shipped + i as i64 + 1))
+    }
+
+    fn read_raw(&self, from: i64, to: i64) -> Result<Vec<u8>, ShipError> {
         let mut file = std::fs::File::open(&self.spool)?;
         file.seek(SeekFrom::Start(from as u64))?;
         let mut buf = vec![0u8; usize::try_from(to - from).unwrap_or(0)];
         file.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// The body of the append of spool bytes `from..to`: as they are, or JSON lines as one
+    /// array (serialised JSON has no raw newlines, so each `\n` ends an event).
+    fn read_spool(&self, from: i64, to: i64) -> Result<Bytes, ShipError> {
+        let mut buf = self.read_raw(from, to)?;
+        if self.json() {
+            if buf.last() == Some(&b'\n') {
+                buf.pop();
+            }
+            for b in &mut buf {
+                if *b == b'\n' {
+                    *b = b',';
+                }
+            }
+            buf.insert(0, b'[');
+            buf.push(b']');
+        }
         Ok(buf.into())
     }
 
@@ -161,7 +204,7 @@ impl Shipper {
         loop {
             let client = self.client().await;
             let append = Append {
-                content_type: TERMINAL_CONTENT_TYPE,
+                content_type: self.kind.content_type(),
                 body: body.clone(),
                 producer: Some(ProducerStamp {
                     id: PRODUCER_ID,
@@ -189,9 +232,11 @@ impl Shipper {
             if matches!(e, StreamError::NotFound { .. }) {
                 // The edge creates the stream with the session; create it again in case it
                 // lost it (same type: a no-op if it is there).
-                let _ = client
-                    .create(&self.stream_path, &crate::streams::CreateOptions::default())
-                    .await;
+                let options = crate::streams::CreateOptions {
+                    content_type: self.kind.content_type().into(),
+                    ..Default::default()
+                };
+                let _ = client.create(&self.stream_path, &options).await;
             }
             warn!(session = %self.session_id, error = %e, retry_in_ms = wait.as_millis() as u64, "shipping output failed");
             tokio::time::sleep(e.retry_after().unwrap_or(wait)).await;
@@ -212,7 +257,7 @@ impl Shipper {
     /// A close-only append without a producer, best effort.
     async fn close_plain(&self) {
         let close = Append {
-            content_type: TERMINAL_CONTENT_TYPE,
+            content_type: self.kind.content_type(),
             body: Bytes::new(),
             producer: None,
             close: true,
