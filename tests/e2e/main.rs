@@ -12,6 +12,7 @@ mod agent_mcp;
 mod api;
 mod automations;
 mod bad_input;
+mod chat;
 mod dev_script;
 mod electric;
 mod guardrails;

