@@ -12,7 +12,7 @@
 //! - [`streams`]: the Durable Streams client the daemon publishes terminal output with: a
 //!   plain [`streams::StreamClient`] and a batching, exactly-once [`streams::IdempotentProducer`].
 //! - [`hooks`]: the agents' hook protocols (Claude Code, Codex) and Tether's managed entries in
-//!   their config files, for the guardrails (the `tether hook` command is not wired yet).
+//!   their config files, for the guardrails (`tether hook` answers them through the daemon's control socket).
 //! - [`mcp`]: the local MCP server every agent gets (`tether mcp`, rmcp over stdio): the org's
 //!   tools and its own session's, relayed by the daemon (which holds the host token) to the edge.
 //! - [`mirror`]: the org's tables (tasks, statuses, projects, hosts, sessions, automations)
@@ -24,7 +24,9 @@
 //!   --json`), turned into the chat event schema; pure, fed by the session runner.
 //! - [`sessions`]: agent sessions: a start command becomes a worktree ([`worktree`]), an
 //!   agent from a preset ([`presets`]) in a PTY, its output spooled and shipped exactly once
-//!   into the session's stream, its status reported to the edge.
+//!   into the session's stream, its status reported to the edge; a chat session's agent runs
+//!   on pipes in its structured mode ([`sessions::chat`]: events, follow-ups, approvals).
+//! - [`titles`]: session titles from a small model when the daemon has an API key.
 //!
 //! Secret files (the key, the config) are written through one helper that creates them 0600
 //! and renames them into place, so they are never readable by others, even for a moment.

@@ -560,3 +560,140 @@ async fn a_chat_session_streams_normalized_events_takes_follow_ups_and_remote_ap
         .collect();
     assert_eq!(replayed, last);
 }
+
+#[tokio::test]
+async fn a_codex_chat_session_runs_a_process_per_turn_and_resumes_its_thread() {
+    let (url, key) = crate::fresh_org("Codex chat", "CDX").await;
+    let api = Api::new(&url, &key);
+    let home = HostHome::new("codex-chat");
+    let logs = home.path().join("chat-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let agent = root().join("tests/fixtures/fake-codex-json.py");
+    let extra = format!(
+        "\n[presets.codex-chat]\ncommand = {agent:?}\n\
+         chat = {{ protocol = \"codex-json\", args = [\"exec\", \"--json\"] }}\n\
+         env = {{ FAKE_CHAT_LOG = {logs:?} }}\n"
+    );
+    let host_id = session_machine(&api, &url, &home, "codex-chat", &extra)
+        .await
+        .unwrap();
+    let daemon = TetherDaemon::start(&home).unwrap();
+
+    // A preset without a structured mode cannot chat: the session fails, and says so in its
+    // (closed) stream too.
+    let (s, v) = api
+        .post(
+            "/v1/sessions",
+            json!({"project": "app", "host": host_id, "agent": "fake", "kind": "chat",
+                   "prompt": "hello"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let failed = wait_session(&api, v["id"].as_str().unwrap(), &["failed"], || {
+        daemon.log()
+    })
+    .await;
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no structured mode"),
+        "{failed}"
+    );
+    let last = wait_event(
+        &api,
+        v["stream_path"].as_str().unwrap(),
+        "why it ended",
+        |e| e["type"] == "session_ended",
+    )
+    .await;
+    assert_eq!(last["status"], "failed");
+
+    // Codex: one process per turn; the follow-up resumes the thread.
+    let (s, v) = api
+        .post(
+            "/v1/sessions",
+            json!({"project": "app", "host": host_id, "agent": "codex-chat", "kind": "chat",
+                   "prompt": "list the files\nrun: ls"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let path = v["stream_path"].as_str().unwrap().to_owned();
+    wait_event(&api, &path, "the first turn", |e| e["type"] == "turn_ended").await;
+    let all = events(&api, &path).await;
+    let started = all.iter().find(|e| e["type"] == "session_started").unwrap();
+    assert_eq!(started["protocol"], "codex-json");
+    let thread = started["agent_session_id"].as_str().unwrap().to_owned();
+    let statuses: Vec<&str> = all
+        .iter()
+        .filter(|e| e["type"] == "tool")
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["created", "running", "succeeded"], "{all:#?}");
+    let usage = all.iter().find(|e| e["type"] == "usage").unwrap();
+    assert_eq!(
+        (&usage["input_tokens"], &usage["cache_read_tokens"]),
+        (&json!(50), &json!(5))
+    );
+
+    let (s, v) = api
+        .post(
+            &format!("/v1/sessions/{id}/messages"),
+            json!({"text": "and again"}),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    let all = poll_until(
+        "the second turn",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let all = events(&api, &path).await;
+            if all.iter().filter(|e| e["type"] == "turn_ended").count() == 2 {
+                Ok(all)
+            } else {
+                Err(format!("{all:#?}"))
+            }
+        },
+    )
+    .await;
+    let answers: Vec<&str> = all
+        .iter()
+        .filter(|e| e["type"] == "message" && e["role"] == "assistant")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(answers, ["echo: list the files", "echo: and again"]);
+    assert_eq!(
+        all.iter()
+            .filter(|e| e["type"] == "session_started")
+            .count(),
+        1,
+        "one conversation"
+    );
+    let argv: Vec<Value> = agent_log(&logs, &id)
+        .into_iter()
+        .map(|l| l["argv"].clone())
+        .collect();
+    assert_eq!(argv.len(), 2, "{argv:?}");
+    assert_eq!(argv[0][0], "exec");
+    assert_eq!(argv[0][1], "--json");
+    let second: Vec<&str> = argv[1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let resume = second.iter().position(|a| *a == "resume").unwrap();
+    assert_eq!(second[resume + 1], thread);
+    assert_eq!(&second[second.len() - 2..], ["--", "and again"]);
+
+    let (s, _) = api
+        .post(&format!("/v1/sessions/{id}/stop"), json!({}))
+        .await;
+    assert_eq!(s, 202);
+    let ended = wait_session(&api, &id, &["stopped"], || daemon.log()).await;
+    assert_eq!(ended["status"], "stopped");
+    let last = wait_event(&api, &path, "the end", |e| e["type"] == "session_ended").await;
+    assert_eq!(last["status"], "stopped");
+}

@@ -427,8 +427,15 @@ pub(super) async fn session(
 }
 
 /// A running session's host, or 409 when there is no agent to talk to.
+/// A running terminal session (input and resizes): 409 `not_terminal` for a chat session.
 async fn running(app: &impl Backend, p: &Principal, id: &str) -> Result<Session, ApiError> {
     let s = session(app, p, id).await?;
+    if s.kind == session::SessionKind::Chat {
+        return Err(ApiError::conflict(
+            "not_terminal",
+            "this is a chat session: send it messages with /messages",
+        ));
+    }
     check_running(&s)?;
     Ok(s)
 }

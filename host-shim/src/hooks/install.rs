@@ -1053,7 +1053,7 @@ mod tests {
 
     /// What a file holding nothing but Tether's entries looks like.
     fn only_ours(command: &str) -> Value {
-        let group = json!([{"hooks": [{"type": "command", "command": command, "timeout": 30}]}]);
+        let group = json!([{"hooks": [{"type": "command", "command": command, "timeout": HOOK_TIMEOUT_SECS}]}]);
         json!({"hooks": {
             "SessionStart": group,
             "UserPromptSubmit": group,

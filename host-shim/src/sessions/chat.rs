@@ -83,9 +83,12 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    /// Opens (or creates) the spool for appending. A torn last line (the daemon died while
+    /// Opens (or creates, with its private folder) the spool for appending. A torn last line (the daemon died while
     /// writing it) is cut off first, so the file holds whole events only.
     pub fn open(path: &Path) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            crate::paths::ensure_private_dir(dir).map_err(std::io::Error::other)?;
+        }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .read(true)
@@ -406,6 +409,14 @@ impl Chat {
             // Timed out (or the session is ending): the default, unless an answer won the race.
             _ => self.expire(&id, Answerer::Timeout),
         };
+        if answered_by == Answerer::SessionEnded {
+            // Logged by `end_approvals`; the session is over.
+            return Verdict {
+                decision,
+                reason,
+                answered_by,
+            };
+        }
         self.log.push(EventBody::ApprovalAnswered {
             request_id: id,
             decision,
@@ -504,8 +515,15 @@ impl Chat {
         for (id, p) in pending {
             let d = self.settings.approval_default;
             if let Ok(mut a) = self.approvals.lock() {
-                a.remember(id, d, Answerer::SessionEnded);
+                a.remember(id.clone(), d, Answerer::SessionEnded);
             }
+            // Logged here, before the session's last event; the waiter logs nothing more.
+            self.log.push(EventBody::ApprovalAnswered {
+                request_id: id,
+                decision: d,
+                reason: None,
+                answered_by: Answerer::SessionEnded,
+            });
             let _ = p.answer.send((d, None, Answerer::SessionEnded));
         }
     }

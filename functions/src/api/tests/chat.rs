@@ -220,6 +220,20 @@ fn follow_ups_are_checked_then_sent_to_the_sessions_host() {
     );
     assert_eq!(s, 404);
     assert_eq!(send("ses_1", json!({"text": "hi"})).0, 400);
+    // A chat session takes no keystrokes or resizes.
+    for (route, body) in [
+        ("input", json!({"data": "x"})),
+        ("resize", json!({"cols": 80, "rows": 24})),
+    ] {
+        let (s, e) = call(
+            &app,
+            "POST",
+            &format!("/v1/sessions/{id}/{route}"),
+            Some(&key),
+            Some(body),
+        );
+        assert_eq!((s, code(&e)), (409, "not_terminal"), "{e}");
+    }
 
     // The host is offline: 503. Then it answers.
     let (s, e) = send(&id, json!({"text": "hi"}));
