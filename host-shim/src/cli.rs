@@ -168,8 +168,8 @@ pub enum Command {
         /// holds) instead of following live; prints on stderr where to go on from.
         #[arg(long)]
         no_follow: bool,
-        /// Print each event as one JSON line (NDJSON), exactly as the stream holds it,
-        /// unknown types included, and nothing else on stdout. No prompts, no input.
+        /// Print each event as one compact JSON line (NDJSON) with all its fields (keys
+        /// sorted), unknown types included, and nothing else on stdout. No prompts, no input.
         #[arg(long)]
         json: bool,
         /// Only watch: no approval prompts, no follow-ups.

@@ -48,6 +48,21 @@ fn agent_log(dir: &std::path::Path, id: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Runs `tether ARGS --server URL --key KEY` on `home`; answers its stdout, panics with its
+/// output when it fails.
+fn tether_cli(home: &HostHome, args: &[&str], url: &str, key: &str) -> Vec<u8> {
+    let mut all = args.to_vec();
+    all.extend(["--server", url, "--key", key]);
+    let out = home.command(&all).unwrap().output().unwrap();
+    assert!(
+        out.status.success(),
+        "tether {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A stand-in for the Anthropic Messages API: answers every POST with `title` as the text and
 /// keeps the requests (headers and body).
 struct FakeModel {
@@ -282,6 +297,13 @@ async fn a_chat_session_streams_normalized_events_takes_follow_ups_and_remote_ap
         .map(|e| e["text"].as_str().unwrap())
         .collect();
     assert_eq!(deltas, "echo: please look at the login test");
+    let thinking = all.iter().find(|e| e["type"] == "thinking").unwrap();
+    assert_eq!(thinking["text"], "let me see what is asked");
+    assert!(
+        all.iter()
+            .any(|e| e["type"] == "thinking_delta" && e["message_id"] == thinking["message_id"]),
+        "{all:#?}"
+    );
     let usage = all.iter().find(|e| e["type"] == "usage").unwrap();
     assert_eq!(
         (
@@ -451,26 +473,8 @@ async fn a_chat_session_streams_normalized_events_takes_follow_ups_and_remote_ap
         third["reason"].as_str().unwrap().contains("branch"),
         "{third}"
     );
-    let out = home
-        .command(&[
-            "approve",
-            &id,
-            third["request_id"].as_str().unwrap(),
-            "allow",
-            "--server",
-            &url,
-            "--key",
-            &key,
-        ])
-        .unwrap()
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let request_id = third["request_id"].as_str().unwrap();
+    tether_cli(&home, &["approve", &id, request_id, "allow"], &url, &key);
     wait_event(&api, &path, "the force push's result", |e| {
         e["type"] == "tool" && e["status"] == "succeeded" && e["output"] == "ran: git push --force"
     })
@@ -535,26 +539,8 @@ async fn a_chat_session_streams_normalized_events_takes_follow_ups_and_remote_ap
     );
 
     // `tether chat --json` replays the same events.
-    let out = home
-        .command(&[
-            "chat",
-            &id,
-            "--json",
-            "--no-follow",
-            "--server",
-            &url,
-            "--key",
-            &key,
-        ])
-        .unwrap()
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let replayed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+    let out = tether_cli(&home, &["chat", &id, "--json", "--no-follow"], &url, &key);
+    let replayed: Vec<Value> = String::from_utf8_lossy(&out)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
