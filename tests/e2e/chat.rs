@@ -563,7 +563,7 @@ async fn a_codex_chat_session_runs_a_process_per_turn_and_resumes_its_thread() {
     let host_id = session_machine(&api, &url, &home, "codex-chat", &extra)
         .await
         .unwrap();
-    let daemon = TetherDaemon::start(&home).unwrap();
+    let mut daemon = TetherDaemon::start(&home).unwrap();
 
     // A preset without a structured mode cannot chat: the session fails, and says so in its
     // (closed) stream too.
@@ -682,4 +682,32 @@ async fn a_codex_chat_session_runs_a_process_per_turn_and_resumes_its_thread() {
     assert_eq!(ended["status"], "stopped");
     let last = wait_event(&api, &path, "the end", |e| e["type"] == "session_ended").await;
     assert_eq!(last["status"], "stopped");
+
+    // A conversation the daemon was holding when it was killed ends, at its next start, as
+    // failed, with its last event saying so.
+    let (s, v) = api
+        .post(
+            "/v1/sessions",
+            json!({"project": "app", "host": host_id, "agent": "codex-chat", "kind": "chat",
+                   "prompt": "hold on"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (id, path) = (
+        v["id"].as_str().unwrap(),
+        v["stream_path"].as_str().unwrap(),
+    );
+    wait_event(&api, path, "its turn", |e| e["type"] == "turn_ended").await;
+    daemon.kill().await;
+    let daemon = TetherDaemon::start(&home).unwrap();
+    let failed = wait_session(&api, id, &["failed"], || daemon.log()).await;
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("daemon stopped"),
+        "{failed}"
+    );
+    let last = wait_event(&api, path, "its end", |e| e["type"] == "session_ended").await;
+    assert_eq!(last["status"], "failed");
 }
