@@ -12,7 +12,9 @@
 //! - A tool call is one `tool` event per status change, all with the same `tool_use_id`; the
 //!   last one says how it ended.
 //! - An approval is an `approval_requested` and then exactly one `approval_answered` (by a
-//!   member, by the timeout's default, or because the session ended).
+//!   member, by the timeout's default, because the agent stopped waiting, or because the
+//!   session ended).
+//! - `session_ended` is the last event.
 //!
 //! Also here: the tunnel messages that carry follow-ups and approval answers to the daemon,
 //! their caps, attachment file names, and the deterministic title fallback.
@@ -151,6 +153,8 @@ pub enum Answerer {
     Timeout,
     /// The session ended while the request waited.
     SessionEnded,
+    /// The agent stopped waiting (its hook was ended, say): the default was recorded.
+    Withdrawn,
 }
 
 /// A file a follow-up brought, as it landed in the worktree.

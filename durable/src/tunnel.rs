@@ -135,6 +135,8 @@ pub enum RpcErrorCode {
     Internal,
     /// The other side is going away.
     Draining,
+    /// The request does not fit the state of what it names (a session that has ended).
+    Conflict,
 }
 
 /// A frame that cannot be accepted.

@@ -185,7 +185,7 @@ async fn answer(
                 session,
                 input,
             }) => serde_json::to_vec(
-                &hook(guardrails, sessions, &agent, &session, &input, Some(turn)).await,
+                &hook(guardrails, sessions, &agent, &session, &input, turn).await,
             ),
             Ok(Request::Reload) => serde_json::to_vec(&match guardrails.reload().await {
                 Ok(policies) => Reloaded {
@@ -235,7 +235,7 @@ pub async fn hook(
     agent: &str,
     session: &str,
     input: &str,
-    turn: Option<tokio::sync::OwnedSemaphorePermit>,
+    turn: tokio::sync::OwnedSemaphorePermit,
 ) -> Answer {
     let Some(agent) = Agent::parse(agent) else {
         return refused(&format!("unknown agent {agent:?}"));
@@ -255,18 +255,25 @@ pub async fn hook(
     }
     let combined = guardrails.judge(session, event.clone()).await;
     if let protocol::Verdict::Ask(reason) = &combined.verdict {
+        // The hook's input names the call (Claude Code's and Codex's `tool_use_id`), so the
+        // approval shows against it.
+        let tool_use_id = serde_json::from_str::<serde_json::Value>(input)
+            .ok()
+            .and_then(|v| v.get("tool_use_id")?.as_str().map(str::to_owned));
         let (tool, input) = match &event.payload {
             Payload::ToolCall {
                 tool_name,
                 tool_input,
             } => (tool_name.clone(), tool_input.clone()),
             Payload::Prompt(p) => ("prompt".to_owned(), serde_json::json!({ "prompt": p })),
-            _ => return protocol::answer(&event, &combined.verdict, None),
+            _ => {
+                return protocol::answer(&event, &combined.verdict, combined.context.as_deref());
+            }
         };
         let ask = Ask {
             tool,
             input,
-            tool_use_id: None,
+            tool_use_id,
             source: tether_durable::chat::ApprovalSource::Guardrail,
             reason: Some(reason.clone()),
         };
@@ -274,12 +281,16 @@ pub async fn hook(
             drop(turn);
             let verdict = waiting.await;
             return match verdict.decision {
-                tether_durable::chat::Decision::Allow => {
-                    protocol::approved(&event, "allowed by a member of the org")
-                }
-                tether_durable::chat::Decision::Deny => {
-                    protocol::answer(&event, &protocol::Verdict::Deny(verdict.denial()), None)
-                }
+                tether_durable::chat::Decision::Allow => protocol::approved(
+                    &event,
+                    "allowed by a member of the org",
+                    combined.context.as_deref(),
+                ),
+                tether_durable::chat::Decision::Deny => protocol::answer(
+                    &event,
+                    &protocol::Verdict::Deny(verdict.denial()),
+                    combined.context.as_deref(),
+                ),
             };
         }
     }

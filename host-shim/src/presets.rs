@@ -238,17 +238,19 @@ fn builtin(
         mcp_args: builtin_mcp_args(command),
         env: BTreeMap::new(),
         description: description.to_owned(),
-        chat: builtin_chat(command),
+        chat: builtin_chat(name),
     }
 }
 
-/// The structured modes of the built-in agents: Claude Code's stream-json (with permission
-/// requests on the same pipes: `--permission-prompt-tool stdio`) and Codex's `exec --json`.
+/// The structured modes of the built-in agents (by preset name): Claude Code's stream-json
+/// (with permission requests on the same pipes: `--permission-prompt-tool stdio`) and Codex's
+/// `exec --json`. Codex's exec mode asks nobody before acting, so `codex` runs it in its
+/// `workspace-write` sandbox (edits in the worktree, no network) and `codex-yolo` without.
 /// Gemini CLI, opencode, Cursor Agent, Amp and Copilot CLI: none that Tether speaks, so they
 /// run terminal sessions only (a custom preset can give a compatible agent a `chat` mode).
-fn builtin_chat(command: &str) -> Option<ChatMode> {
-    let (protocol, args): (ChatProtocol, &[&str]) = match command {
-        "claude" => (
+fn builtin_chat(name: &str) -> Option<ChatMode> {
+    let (protocol, args): (ChatProtocol, &[&str]) = match name {
+        "claude" | "claude-yolo" => (
             ChatProtocol::ClaudeStreamJson,
             &[
                 "-p",
@@ -263,6 +265,16 @@ fn builtin_chat(command: &str) -> Option<ChatMode> {
             ],
         ),
         "codex" => (
+            ChatProtocol::CodexJson,
+            &[
+                "exec",
+                "--json",
+                "--skip-git-repo-check",
+                "--sandbox",
+                "workspace-write",
+            ],
+        ),
+        "codex-yolo" => (
             ChatProtocol::CodexJson,
             &["exec", "--json", "--skip-git-repo-check"],
         ),
@@ -607,10 +619,10 @@ impl Preset {
             .collect();
         if chat.protocol == ChatProtocol::CodexJson {
             if let Some(thread) = resume {
-                args.extend(["resume".to_owned(), thread.to_owned()]);
+                args.extend(crate::chat::codex::resume_args(thread));
             }
             if let Some(p) = prompt {
-                args.extend(["--".to_owned(), p.to_owned()]);
+                args.extend(crate::chat::codex::prompt_args(p));
             }
         }
         Some((

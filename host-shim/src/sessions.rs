@@ -233,7 +233,7 @@ impl Sessions {
                             message: reason.clone(),
                             code: Some("start_failed".into()),
                         });
-                        log.push(ended_event(status, None, Some(&reason)));
+                        log.close(ended_event(status, None, Some(&reason)));
                     }
                 }
                 self.set_status(
@@ -424,14 +424,12 @@ impl Sessions {
         let spool = self.spool(&cmd.session_id);
         let (program, env, record_path, branch) =
             (&p.program, &p.env, &p.worktree, p.branch.clone());
-        let mut env = env.clone();
-        env.extend(launch.env.clone());
         let agent = Agent::spawn(
             &Spawn {
                 program,
                 args: &launch.args,
                 cwd: record_path,
-                env: &env,
+                env,
                 cols: cmd.cols,
                 rows: cmd.rows,
                 spool: &spool,
@@ -452,7 +450,7 @@ impl Sessions {
             },
         )
         .await;
-        self.name(cmd, None);
+        self.name(&cmd.session_id, p.prompt.clone(), None);
         if let Some(prompt) = launch.stdin {
             agent.write(format!("{prompt}\r").into_bytes());
         }
@@ -478,6 +476,10 @@ impl Sessions {
                 let reason = format!("opening the session's event spool: {e}");
                 self.set_status(id, SessionStatus::Failed, failure(reason))
                     .await;
+                // Close the (empty) stream so its readers stop waiting.
+                ended_tx.send_replace(true);
+                self.ship(id, watch::channel(0).1, ended_rx, shipped_tx)
+                    .await;
                 return;
             }
         };
@@ -500,7 +502,7 @@ impl Sessions {
             },
         )
         .await;
-        self.name(cmd, Some(conversation.clone()));
+        self.name(id, p.prompt.clone(), Some(conversation.clone()));
         let start = chat::Start {
             preset: &p.preset,
             program: p.program.clone(),
@@ -508,45 +510,61 @@ impl Sessions {
             mcp: &p.mcp,
             prompt: p.prompt.clone(),
         };
-        let (code, signal) = if live.stop_reason().is_some() {
-            (-1, None)
+        let driven = if live.stop_reason().is_some() {
+            Ok((-1, None))
         } else {
             conversation.drive(start, &live.stopped).await
         };
-        let reason = live
-            .stop_reason()
-            .or_else(|| signal.map(|s| format!("ended by {s}")));
-        let status = if live.stop_reason().is_some() {
-            SessionStatus::Stopped
-        } else {
-            SessionStatus::Exited
+        let (status, change) = match driven {
+            Err(reason) => (SessionStatus::Failed, failure(reason)),
+            Ok((code, signal)) => (
+                if live.stop_reason().is_some() {
+                    SessionStatus::Stopped
+                } else {
+                    SessionStatus::Exited
+                },
+                StatusChange {
+                    exit_code: Some(code),
+                    reason: live
+                        .stop_reason()
+                        .or_else(|| signal.map(|s| format!("ended by {s}"))),
+                    ..StatusChange::default()
+                },
+            ),
         };
-        conversation
-            .log
-            .push(ended_event(status, Some(code), reason.as_deref()));
-        ended_tx.send_replace(true);
-        self.set_status(
-            id,
+        if status == SessionStatus::Failed
+            && let Some(reason) = &change.reason
+        {
+            conversation.log.push(EventBody::Error {
+                message: reason.clone(),
+                code: Some("start_failed".into()),
+            });
+        }
+        conversation.log.close(ended_event(
             status,
-            StatusChange {
-                exit_code: Some(code),
-                reason,
-                ..StatusChange::default()
-            },
-        )
-        .await;
+            change.exit_code,
+            change.reason.as_deref(),
+        ));
+        ended_tx.send_replace(true);
+        self.set_status(id, status, change).await;
         let _ = shipper.await;
     }
 
-    /// Gives the session a title from its prompt, in the background: a small model's when
-    /// this machine has an API key (reported to the edge), else the fallback the edge already
-    /// recorded. A chat session's stream gets it as a `title` event either way.
-    fn name(self: &Arc<Self>, cmd: &StartSession, conversation: Option<Arc<chat::Chat>>) {
-        let Some(prompt) = cmd.prompt.clone() else {
+    /// Gives the session a title from its prompt (as the policies passed it: a redacted
+    /// secret never reaches the model), in the background: a small model's when this machine
+    /// has an API key (reported to the edge), else the fallback the edge already recorded. A
+    /// chat session's stream gets it as a `title` event either way (unless it ended first).
+    fn name(
+        self: &Arc<Self>,
+        id: &str,
+        prompt: Option<String>,
+        conversation: Option<Arc<chat::Chat>>,
+    ) {
+        let Some(prompt) = prompt else {
             return;
         };
         let this = self.clone();
-        let id = cmd.session_id.clone();
+        let id = id.to_owned();
         self.spawn(async move {
             let (title, source) = match this.settings.titles.generate(&prompt).await {
                 Some(t) => {
@@ -565,9 +583,10 @@ impl Sessions {
     }
 
     /// A follow-up for a running chat session.
-    pub async fn deliver(&self, msg: ChatMessage) -> Result<Delivered, String> {
-        let conversation = self.conversation(&msg.session_id)?;
-        conversation.deliver(msg).await
+    pub fn deliver(&self, msg: ChatMessage) -> Result<Delivered, chat::DeliverError> {
+        self.conversation(&msg.session_id)
+            .map_err(chat::DeliverError::NotRunning)?
+            .deliver(msg)
     }
 
     /// A member's answer to one of a chat session's approvals.
@@ -633,10 +652,14 @@ impl Sessions {
                 SessionStatus::Failed,
                 format!("the prompt was denied by a guardrail policy: {reason}"),
             )),
+            // In a chat session the agent's own prompt hook asks again, and that ask becomes a
+            // member's approval; the prompt is not marked judged, so the hook does ask.
+            Verdict::Ask(_) if cmd.kind == SessionKind::Chat => Ok(Some(prompt)),
             Verdict::Ask(reason) => Err((
                 SessionStatus::Failed,
                 format!(
-                    "a guardrail policy wants approval for the prompt, and remote approval is not available: {reason}"
+                    "a guardrail policy wants approval for the prompt, and a terminal session has \
+                     nobody to ask before it starts (a chat session asks the org): {reason}"
                 ),
             )),
         }
@@ -676,8 +699,8 @@ impl Sessions {
                 let _ = std::fs::remove_file(self.spool(id));
             }
             Err(ship::ShipError::Full) => {
-                warn!(session = %id, "the terminal stream is full; stopping the agent");
-                self.stop(id, "its terminal output reached the stream's 1 GiB limit");
+                warn!(session = %id, "the session's stream is full; stopping the agent");
+                self.stop(id, "its output reached the stream's 1 GiB limit");
             }
             Err(e) => warn!(session = %id, error = %e, "shipping stopped"),
         }
@@ -742,7 +765,16 @@ impl Sessions {
                     && !s.stream_closed
                     && let Ok(log) = chat::EventLog::open(&self.spool(&s.id))
                 {
-                    log.push(ended_event(SessionStatus::Failed, None, Some(reason)));
+                    // Approvals that were waiting end with it, then the session.
+                    for request_id in chat::EventLog::unanswered(&self.spool(&s.id)) {
+                        log.push(EventBody::ApprovalAnswered {
+                            request_id,
+                            decision: self.settings.chat.approval_default,
+                            reason: None,
+                            answered_by: tether_durable::chat::Answerer::SessionEnded,
+                        });
+                    }
+                    log.close(ended_event(SessionStatus::Failed, None, Some(reason)));
                 }
                 self.set_status(
                     &s.id,

@@ -71,11 +71,6 @@ impl Titles {
         Self { provider, http }
     }
 
-    /// Whether a model is configured.
-    pub fn enabled(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// The model's title for `prompt`, cleaned up; None without a model or on any failure.
     pub async fn generate(&self, prompt: &str) -> Option<String> {
         let (provider, key, url, model) = self.provider.as_ref()?;

@@ -372,7 +372,19 @@ impl Tunnel<'_> {
             tether_durable::chat::MESSAGE => {
                 let msg: tether_durable::chat::ChatMessage =
                     serde_json::from_slice(body).map_err(bad)?;
-                let delivered = self.sessions.deliver(msg).await.map_err(refused)?;
+                let delivered = self.sessions.deliver(msg).map_err(|e| {
+                    use crate::sessions::chat::DeliverError;
+                    let code = match &e {
+                        DeliverError::Invalid(_) => RpcErrorCode::BadRequest,
+                        DeliverError::NotRunning(_) => RpcErrorCode::Conflict,
+                        DeliverError::Busy => RpcErrorCode::Overloaded,
+                        DeliverError::Io(_) => RpcErrorCode::Internal,
+                    };
+                    RpcError {
+                        code,
+                        message: e.to_string(),
+                    }
+                })?;
                 serde_json::to_vec(&delivered).map_err(|e| internal(e.to_string()))
             }
             tether_durable::chat::APPROVE => {

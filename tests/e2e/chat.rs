@@ -469,6 +469,9 @@ async fn a_chat_session_streams_normalized_events_takes_follow_ups_and_remote_ap
     })
     .await;
     assert_eq!(third["input"]["command"], "git push --force");
+    let pushed = third["tool_use_id"]
+        .as_str()
+        .expect("the hook named the call");
     assert!(
         third["reason"].as_str().unwrap().contains("branch"),
         "{third}"
@@ -479,6 +482,16 @@ async fn a_chat_session_streams_normalized_events_takes_follow_ups_and_remote_ap
         e["type"] == "tool" && e["status"] == "succeeded" && e["output"] == "ran: git push --force"
     })
     .await;
+    let statuses: Vec<String> = events(&api, &path)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "tool" && e["tool_use_id"] == pushed)
+        .map(|e| e["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["created", "awaiting_approval", "running", "succeeded"]
+    );
     let permissions = agent_log(&logs, &id)
         .iter()
         .filter(|l| l.get("permission").is_some())
@@ -673,6 +686,24 @@ async fn a_codex_chat_session_runs_a_process_per_turn_and_resumes_its_thread() {
     let resume = second.iter().position(|a| *a == "resume").unwrap();
     assert_eq!(second[resume + 1], thread);
     assert_eq!(&second[second.len() - 2..], ["--", "and again"]);
+
+    // A prompt too long for one argument (120 000 bytes) goes on stdin.
+    let long = "é".repeat(60_000);
+    let (s, v) = api
+        .post(
+            &format!("/v1/sessions/{id}/messages"),
+            json!({"text": long}),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    wait_event(&api, &path, "the long turn's answer", |e| {
+        e["type"] == "message" && e["role"] == "assistant" && e["text"] == format!("echo: {long}")
+    })
+    .await;
+    let argv = agent_log(&logs, &id);
+    assert_eq!(argv.len(), 3, "{argv:?}");
+    let third = argv[2]["argv"].as_array().unwrap();
+    assert_eq!(&third[third.len() - 2..], ["--", "-"]);
 
     let (s, _) = api
         .post(&format!("/v1/sessions/{id}/stop"), json!({}))

@@ -238,6 +238,7 @@ impl HostObject {
                     RpcErrorCode::Overloaded => 429,
                     RpcErrorCode::Internal => 502,
                     RpcErrorCode::Draining => 503,
+                    RpcErrorCode::Conflict => 409,
                 };
                 error(status, "host_error", e.message)
             }

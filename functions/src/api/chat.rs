@@ -197,6 +197,7 @@ fn who(a: &Answerer) -> String {
         Answerer::Member { id, .. } => id.clone(),
         Answerer::Timeout => "its timeout".to_owned(),
         Answerer::SessionEnded => "the session ending".to_owned(),
+        Answerer::Withdrawn => "its withdrawal".to_owned(),
     }
 }
 

@@ -108,11 +108,6 @@ impl Normalizer {
         }
     }
 
-    /// Claude Code's session id, once its `init` line came (for `--resume`).
-    pub fn session_id(&self) -> Option<&str> {
-        self.session_id.as_deref()
-    }
-
     /// Records that the runner denied the call `tool_use_id`: its result becomes a `denied`
     /// tool event with `reason`, whatever the agent writes in it.
     pub fn denied(&mut self, tool_use_id: &str, reason: &str) {
@@ -698,7 +693,6 @@ mod tests {
                 })),
             ]
         );
-        assert_eq!(n.session_id(), Some("s-1"));
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! its prompts through the same call.
 
 use anyhow::{Result, bail};
-use serde::Deserialize;
 use std::process::ExitCode;
 use tether::api::{self, ApiClient};
 use tether::paths::Paths;
@@ -19,15 +18,6 @@ pub struct ApproveArgs {
     pub reason: Option<String>,
 }
 
-/// The route's answer: the org's record, and the tool when the server names it.
-#[derive(Debug, Deserialize)]
-pub(super) struct Answered {
-    #[serde(flatten)]
-    pub record: ApprovalRecord,
-    #[serde(default)]
-    pub tool: Option<String>,
-}
-
 pub async fn approve(paths: &Paths, args: ApproveArgs) -> Result<ExitCode> {
     let decision = match args.decision.as_str() {
         "allow" => Decision::Allow,
@@ -38,7 +28,7 @@ pub async fn approve(paths: &Paths, args: ApproveArgs) -> Result<ExitCode> {
     let reason = args.reason.as_deref();
     match answer(&client, &args.session, &args.request, decision, reason).await {
         Ok(a) => {
-            println!("{}", outcome_line(&a.record, a.tool.as_deref()));
+            println!("{}", outcome_line(&a, None));
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -55,7 +45,7 @@ pub(super) async fn answer(
     request: &str,
     decision: Decision,
     reason: Option<&str>,
-) -> Result<Answered, tether::Error> {
+) -> Result<ApprovalRecord, tether::Error> {
     let path = format!(
         "/v1/sessions/{}/approvals/{}",
         segment(session),
@@ -80,6 +70,7 @@ pub(super) fn outcome_line(record: &ApprovalRecord, tool: Option<&str>) -> Strin
         Answerer::Member { id, .. } => id.as_str(),
         Answerer::Timeout => "its timeout",
         Answerer::SessionEnded => "the session's end",
+        Answerer::Withdrawn => "its withdrawal",
     };
     let reason = record
         .reason
@@ -154,22 +145,6 @@ mod tests {
             outcome_line(&record(Decision::Deny, Answerer::Timeout, None), None),
             "denied apr_1 — answered by its timeout"
         );
-    }
-
-    #[test]
-    fn answers_decode_with_or_without_the_tool() {
-        let body = serde_json::json!({
-            "request_id": "apr_1", "session_id": "ses_1", "decision": "allow", "reason": null,
-            "answered_by": {"kind": "member", "id": "mem_1", "role": "admin"},
-            "answered_at": "2026-01-01T00:00:00.000Z"
-        });
-        let a: Answered = serde_json::from_value(body.clone()).unwrap();
-        assert_eq!(a.tool, None);
-        assert_eq!(a.record.decision, Decision::Allow);
-        let mut with_tool = body;
-        with_tool["tool"] = "Bash".into();
-        let a: Answered = serde_json::from_value(with_tool).unwrap();
-        assert_eq!(a.tool.as_deref(), Some("Bash"));
     }
 
     #[test]

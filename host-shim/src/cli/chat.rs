@@ -336,6 +336,7 @@ pub fn render(event: &Event, st: &mut RenderState) -> Vec<String> {
                 Answerer::Member { id, role } => format!("by {} ({})", clean(id), clean(role)),
                 Answerer::Timeout => "by its timeout (default)".to_owned(),
                 Answerer::SessionEnded => "as the session ended".to_owned(),
+                Answerer::Withdrawn => "as the agent stopped waiting".to_owned(),
             };
             let head = match tool {
                 Some(t) => format!("{mark} {t} {verb} {who}"),
@@ -868,7 +869,7 @@ fn on_line(
                     .await;
                     let reply = match answered {
                         Ok(a) => Reply {
-                            line: super::approve::outcome_line(&a.record, Some(&p.tool)),
+                            line: super::approve::outcome_line(&a, Some(&p.tool)),
                             ask_again: None,
                         },
                         Err(e) => Reply {

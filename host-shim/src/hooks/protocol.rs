@@ -146,18 +146,20 @@ pub fn parse(agent: Agent, input: &[u8]) -> Result<Option<HookEvent>, ProtocolEr
 }
 
 /// The answer once a member allowed what a policy asked about: for a tool call an explicit
-/// allow (so the agent does not ask its own user again), otherwise nothing to say.
-pub fn approved(event: &HookEvent, reason: &str) -> Answer {
+/// allow (so the agent does not ask its own user again), otherwise a plain allow; with the
+/// policies' context either way.
+pub fn approved(event: &HookEvent, reason: &str, context: Option<&str>) -> Answer {
     let kind = event.kind();
     if kind != EventKind::PreToolUse {
-        return Answer::default();
+        return answer(event, &Verdict::Allow, context);
+    }
+    let mut fields = json!({"permissionDecision": "allow", "permissionDecisionReason": reason});
+    if let (Some(c), Some(o)) = (context, fields.as_object_mut()) {
+        o.insert("additionalContext".into(), Value::String(c.to_owned()));
     }
     Answer {
         exit_code: 0,
-        stdout: json_out(&specific(
-            kind,
-            json!({"permissionDecision": "allow", "permissionDecisionReason": reason}),
-        )),
+        stdout: json_out(&specific(kind, fields)),
         stderr: String::new(),
     }
 }

@@ -3,7 +3,8 @@
 //! shipper moves them into the session's JSON stream exactly once, like terminal bytes.
 //!
 //! - [`EventLog`]: the spool of events. A line is written whole before its length is
-//!   published, so the shipper only ever sees whole events.
+//!   published, so the shipper only ever sees whole events; once the last event is in
+//!   ([`EventLog::close`]) nothing more is taken.
 //! - [`Chat`]: one running conversation: follow-ups ([`Chat::deliver`]: attachments into the
 //!   worktree, the message into the log, then to the agent), approvals ([`Chat::ask`] waits
 //!   for a member's answer or the timeout's default; [`Chat::answer`] takes an answer), and
@@ -12,6 +13,8 @@
 //! - Claude Code (`claude-stream-json`) is one process for the conversation: messages and
 //!   permission answers go to its stdin. Codex (`codex-json`) is one `codex exec --json`
 //!   process per turn; the next turn resumes the thread.
+//! - An agent's exit ends it even when a process it left behind holds its output open: the
+//!   output gets [`DRAIN`] more, then the agent's process group is killed.
 
 use crate::chat::{claude, codex};
 use crate::mcp::config::SessionServer;
@@ -30,15 +33,21 @@ use tether_durable::chat::{
 use tether_durable::ids;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::pty::Exit;
 
 /// The largest event line kept; a larger one is replaced by an error event (the stream takes
 /// appends of up to 1 MiB).
 pub const MAX_EVENT: usize = 900_000;
+/// The most bytes of a tool call's input an approval request or a `created` event carries;
+/// a larger input is shown as a cut preview (the agent still gets it whole).
+pub const MAX_INPUT_SHOWN: usize = 64 * 1024;
 /// The longest line read from an agent; longer ones are skipped (with an error event).
 const MAX_LINE: usize = 8 * 1024 * 1024;
+/// The longest prompt passed as one argument (Linux takes at most 128 KiB per argument);
+/// a longer one goes on stdin (`-`).
+const MAX_ARGV_PROMPT: usize = 100_000;
 /// The most approvals one session waits for at once.
 const MAX_PENDING: usize = 32;
 /// Answered approvals remembered per session (to answer a late second answer with who won).
@@ -49,6 +58,8 @@ const DELIVERED_KEPT: usize = 256;
 const INBOX: usize = 64;
 /// Between SIGTERM and SIGKILL when a chat agent is stopped.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// After the agent exits, how long its last output may take.
+const DRAIN: Duration = Duration::from_secs(2);
 /// The tail of the agent's stderr kept for the reason when it fails.
 const STDERR_TAIL: usize = 2048;
 
@@ -76,20 +87,44 @@ impl Default for ChatSettings {
     }
 }
 
+/// Why a follow-up was not delivered; the tunnel answers each with its own status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliverError {
+    /// The message itself is wrong (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The session is not running here, or has ended (409).
+    #[error("{0}")]
+    NotRunning(String),
+    /// Too many messages wait for the agent (429).
+    #[error("the agent has too many messages waiting; try again later")]
+    Busy,
+    /// The files could not be written (502).
+    #[error("saving attachments: {0}")]
+    Io(String),
+}
+
 /// The session's events, one JSON line each, in its spool file.
 pub struct EventLog {
-    file: Mutex<std::fs::File>,
+    file: Mutex<LogFile>,
     len: watch::Sender<u64>,
 }
 
+struct LogFile {
+    file: std::fs::File,
+    /// The session's last event is in: nothing more is taken.
+    closed: bool,
+}
+
 impl EventLog {
-    /// Opens (or creates, with its private folder) the spool for appending. A torn last line (the daemon died while
-    /// writing it) is cut off first, so the file holds whole events only.
+    /// Opens (or creates, with its private folder) the spool for appending. A torn last line
+    /// (the daemon died while writing it) is cut off first, so the file holds whole events
+    /// only.
     pub fn open(path: &Path) -> std::io::Result<Self> {
         if let Some(dir) = path.parent() {
             crate::paths::ensure_private_dir(dir).map_err(std::io::Error::other)?;
         }
-        let mut file = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
@@ -99,52 +134,83 @@ impl EventLog {
         if whole < text.len() {
             file.set_len(whole as u64)?;
         }
-        file.flush()?;
         let (len, _) = watch::channel(whole as u64);
         Ok(Self {
-            file: Mutex::new(file),
+            file: Mutex::new(LogFile {
+                file,
+                closed: false,
+            }),
             len,
         })
     }
 
-    /// Appends one event (stamped now).
-    pub fn push(&self, body: EventBody) {
-        let event = Event::new(crate::state::now_ms(), body);
-        let mut line = match serde_json::to_vec(&event) {
-            Ok(l) => l,
-            Err(e) => {
-                warn!(error = %e, "an event did not serialise; dropped");
-                return;
-            }
-        };
-        if line.len() > MAX_EVENT {
+    /// Appends one event (stamped now); false once the log is closed.
+    pub fn push(&self, body: EventBody) -> bool {
+        self.write(body, false)
+    }
+
+    /// Appends the session's last event; later pushes are refused (an answer or a title that
+    /// comes too late is dropped rather than written after the end).
+    pub fn close(&self, last: EventBody) {
+        self.write(last, true);
+    }
+
+    fn write(&self, body: EventBody, last: bool) -> bool {
+        let mut line =
+            serde_json::to_vec(&Event::new(crate::state::now_ms(), body)).unwrap_or_default();
+        if line.len() > MAX_EVENT || line.is_empty() {
             let size = line.len();
-            let fallback = Event::new(
-                crate::state::now_ms(),
-                EventBody::Error {
-                    message: format!(
-                        "an event of {size} bytes was over the {MAX_EVENT}-byte limit and was dropped"
-                    ),
-                    code: Some("event_too_large".into()),
-                },
-            );
-            line = serde_json::to_vec(&fallback).unwrap_or_default();
+            let fallback = EventBody::Error {
+                message: format!(
+                    "an event of {size} bytes was over the {MAX_EVENT}-byte limit and was dropped"
+                ),
+                code: Some("event_too_large".into()),
+            };
+            line = serde_json::to_vec(&Event::new(crate::state::now_ms(), fallback))
+                .unwrap_or_default();
         }
         line.push(b'\n');
-        let Ok(mut file) = self.file.lock() else {
-            return;
+        let Ok(mut log) = self.file.lock() else {
+            return false;
         };
-        match file.write_all(&line) {
-            Ok(()) => {
-                self.len.send_modify(|n| *n += line.len() as u64);
-            }
-            Err(e) => warn!(error = %e, "writing an event to the spool failed"),
+        if log.closed {
+            debug!("an event after the session's end; dropped");
+            return false;
         }
+        log.closed = last;
+        let published = *self.len.borrow();
+        if let Err(e) = log.file.write_all(&line) {
+            warn!(error = %e, "writing an event to the spool failed");
+            // A partly written line would put every later event out of line: cut it.
+            let _ = log.file.set_len(published);
+            return false;
+        }
+        self.len.send_modify(|n| *n += line.len() as u64);
+        true
     }
 
     /// The spool's length, as written.
     pub fn len(&self) -> watch::Receiver<u64> {
         self.len.subscribe()
+    }
+
+    /// The approval requests in the spool at `path` that have no answer (after a crash).
+    pub fn unanswered(path: &Path) -> Vec<String> {
+        use std::io::BufRead;
+        let Ok(file) = std::fs::File::open(path) else {
+            return Vec::new();
+        };
+        let mut open: Vec<String> = Vec::new();
+        for line in std::io::BufReader::new(file).lines().map_while(Result::ok) {
+            match serde_json::from_str::<Event>(&line).map(|e| e.body) {
+                Ok(EventBody::ApprovalRequested { request_id, .. }) => open.push(request_id),
+                Ok(EventBody::ApprovalAnswered { request_id, .. }) => {
+                    open.retain(|r| *r != request_id);
+                }
+                _ => {}
+            }
+        }
+        open
     }
 }
 
@@ -180,7 +246,16 @@ pub struct Verdict {
 impl Verdict {
     /// Why the call was denied, for the agent and the log.
     pub fn denial(&self) -> String {
-        denial(&self.reason, &self.answered_by)
+        let who = match &self.answered_by {
+            Answerer::Member { id, .. } => format!("denied by {id}"),
+            Answerer::Timeout => "nobody answered in time; denied by default".to_owned(),
+            Answerer::SessionEnded => "the session ended".to_owned(),
+            Answerer::Withdrawn => "the request was withdrawn".to_owned(),
+        };
+        match &self.reason {
+            Some(r) if !r.is_empty() => format!("{who}: {r}"),
+            _ => who,
+        }
     }
 }
 
@@ -193,6 +268,24 @@ pub struct Ask {
     pub reason: Option<String>,
 }
 
+/// A tool call's input as events show it: whole up to [`MAX_INPUT_SHOWN`] bytes of JSON,
+/// else `{"truncated": true, "bytes": N, "preview": "<the start of its JSON>"}`.
+pub fn shown_input(input: serde_json::Value) -> serde_json::Value {
+    let text = input.to_string();
+    if text.len() <= MAX_INPUT_SHOWN {
+        return input;
+    }
+    let mut cut = MAX_INPUT_SHOWN;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    serde_json::json!({
+        "truncated": true,
+        "bytes": text.len(),
+        "preview": text.get(..cut).unwrap_or_default(),
+    })
+}
+
 /// One running conversation.
 pub struct Chat {
     pub log: EventLog,
@@ -202,8 +295,9 @@ pub struct Chat {
     delivered: Mutex<VecDeque<Delivered>>,
     inbox: mpsc::Sender<String>,
     inbox_rx: tokio::sync::Mutex<Option<mpsc::Receiver<String>>>,
-    /// Tool names by tool use id, for approval events that only carry the id.
-    tools: Mutex<HashMap<String, String>>,
+    /// Tool calls a member denied through a guardrail's hook, by tool use id, with why: the
+    /// driver tells its normalizer, so the agent's refusal shows as `denied`.
+    denials: Mutex<Vec<(String, String)>>,
 }
 
 /// What the driver needs to run the agent.
@@ -213,6 +307,33 @@ pub struct Start<'a> {
     pub env: BTreeMap<String, String>,
     pub mcp: &'a SessionServer,
     pub prompt: Option<String>,
+}
+
+/// Removes an approval whose waiter went away (a hook that was killed, say) before its
+/// answer came, so nobody can answer it any more, and logs how it ended.
+struct Waiting<'a> {
+    chat: &'a Chat,
+    id: String,
+    done: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Withdrawn now, or answered just before and never taken: logged here either way
+        // (an end of the session logs its own).
+        let (decision, reason, by) = self.chat.expire(&self.id, Answerer::Withdrawn);
+        if by != Answerer::SessionEnded {
+            self.chat.log.push(EventBody::ApprovalAnswered {
+                request_id: self.id.clone(),
+                decision,
+                reason,
+                answered_by: by,
+            });
+        }
+    }
 }
 
 impl Chat {
@@ -226,31 +347,38 @@ impl Chat {
             delivered: Mutex::new(VecDeque::new()),
             inbox,
             inbox_rx: tokio::sync::Mutex::new(Some(rx)),
-            tools: Mutex::new(HashMap::new()),
+            denials: Mutex::new(Vec::new()),
         })
     }
 
     /// A follow-up: its files land in the worktree, the message goes into the log and then to
-    /// the agent. A retried delivery of the same message id is answered as before.
-    pub async fn deliver(&self, msg: ChatMessage) -> Result<Delivered, String> {
-        if let Some(done) = self
+    /// the agent. A retried delivery of the same message id is answered as before (one
+    /// delivery at a time, so a retry racing the first is recognised too).
+    pub fn deliver(&self, msg: ChatMessage) -> Result<Delivered, DeliverError> {
+        let mut delivered = self
             .delivered
             .lock()
-            .ok()
-            .and_then(|d| d.iter().find(|d| d.message_id == msg.message_id).cloned())
-        {
-            return Ok(done);
+            .map_err(|_| DeliverError::Io("a lock was poisoned".into()))?;
+        if let Some(done) = delivered.iter().find(|d| d.message_id == msg.message_id) {
+            return Ok(done.clone());
         }
         if !ids::is_valid(chat::MESSAGE_ID_PREFIX, &msg.message_id) {
-            return Err("the message id is malformed".into());
+            return Err(DeliverError::Invalid("the message id is malformed".into()));
         }
         let text = msg.text.trim_end().to_owned();
         if text.is_empty() || text.chars().count() > chat::MAX_MESSAGE {
-            return Err(format!(
+            return Err(DeliverError::Invalid(format!(
                 "a message is 1 to {} characters",
                 chat::MAX_MESSAGE
-            ));
+            )));
         }
+        // A place in the agent's queue first, so a refused message leaves no files behind.
+        let permit = self.inbox.try_reserve().map_err(|e| match e {
+            mpsc::error::TrySendError::Full(()) => DeliverError::Busy,
+            mpsc::error::TrySendError::Closed(()) => {
+                DeliverError::NotRunning("the session has ended".into())
+            }
+        })?;
         let attachments = self.save_attachments(&msg)?;
         let mut for_agent = text.clone();
         if !attachments.is_empty() {
@@ -259,12 +387,6 @@ impl Chat {
                 for_agent.push_str(&format!("\n- {} ({} bytes)", a.path, a.bytes));
             }
         }
-        let permit = self.inbox.try_reserve().map_err(|e| match e {
-            mpsc::error::TrySendError::Full(()) => {
-                "the agent has too many messages waiting; try again later".to_owned()
-            }
-            mpsc::error::TrySendError::Closed(()) => "the session has ended".to_owned(),
-        })?;
         self.log.push(EventBody::Message {
             message_id: msg.message_id.clone(),
             role: Role::User,
@@ -277,39 +399,41 @@ impl Chat {
             message_id: msg.message_id,
             attachments,
         };
-        if let Ok(mut d) = self.delivered.lock() {
-            if d.len() >= DELIVERED_KEPT {
-                d.pop_front();
-            }
-            d.push_back(done.clone());
+        if delivered.len() >= DELIVERED_KEPT {
+            delivered.pop_front();
         }
+        delivered.push_back(done.clone());
         Ok(done)
     }
 
     /// Writes a follow-up's files under `.tether/attachments/<message id>/` in the worktree
     /// (a folder git ignores by its own `.gitignore`), never through a symlink.
-    fn save_attachments(&self, msg: &ChatMessage) -> Result<Vec<Attachment>, String> {
+    fn save_attachments(&self, msg: &ChatMessage) -> Result<Vec<Attachment>, DeliverError> {
         if msg.attachments.is_empty() {
             return Ok(Vec::new());
         }
+        let invalid = DeliverError::Invalid;
         if msg.attachments.len() > chat::MAX_ATTACHMENTS {
-            return Err(format!("at most {} attachments", chat::MAX_ATTACHMENTS));
+            return Err(invalid(format!(
+                "at most {} attachments",
+                chat::MAX_ATTACHMENTS
+            )));
         }
         let names = chat::unique_filenames(msg.attachments.iter().map(|a| a.name.as_str()))
-            .map_err(|bad| format!("attachment name {bad:?} is not usable"))?;
+            .map_err(|bad| invalid(format!("attachment name {bad:?} is not usable")))?;
         let mut files = Vec::with_capacity(names.len());
         let mut total = 0usize;
         for (a, name) in msg.attachments.iter().zip(names) {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(a.data_base64.as_bytes())
-                .map_err(|_| format!("attachment {name}: not base64"))?;
+                .map_err(|_| invalid(format!("attachment {name}: not base64")))?;
             total += bytes.len();
             if bytes.len() > chat::MAX_ATTACHMENT_BYTES || total > chat::MAX_ATTACHMENTS_TOTAL {
-                return Err(format!(
+                return Err(invalid(format!(
                     "attachments: at most {} bytes each and {} in all",
                     chat::MAX_ATTACHMENT_BYTES,
                     chat::MAX_ATTACHMENTS_TOTAL
-                ));
+                )));
             }
             files.push((name, bytes));
         }
@@ -317,10 +441,13 @@ impl Chat {
         let dir = base.join("attachments").join(&msg.message_id);
         for p in [&base, &base.join("attachments")] {
             if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) {
-                return Err(format!("{} is a symlink; attachments refused", p.display()));
+                return Err(invalid(format!(
+                    "{} is a symlink; attachments refused",
+                    p.display()
+                )));
             }
         }
-        let io = |e: std::io::Error| format!("saving attachments: {e}");
+        let io = |e: std::io::Error| DeliverError::Io(e.to_string());
         std::fs::create_dir_all(&dir).map_err(io)?;
         let ignore = base.join(".gitignore");
         if !ignore.exists() {
@@ -344,7 +471,8 @@ impl Chat {
     }
 
     /// Asks the org's members to allow or deny a tool call; waits for an answer or for the
-    /// timeout (then the default applies). The request and its answer go into the log.
+    /// timeout (then the default applies). The request and its answer go into the log. If the
+    /// caller stops waiting, the request is withdrawn.
     pub async fn ask(&self, ask: Ask) -> Verdict {
         let id = ids::new(chat::APPROVAL_ID_PREFIX);
         let (tx, rx) = oneshot::channel();
@@ -371,19 +499,15 @@ impl Chat {
                 answered_by: Answerer::Timeout,
             };
         }
-        let tool = match (&ask.tool_use_id, ask.tool.is_empty()) {
-            (Some(t), true) => self
-                .tools
-                .lock()
-                .ok()
-                .and_then(|m| m.get(t).cloned())
-                .unwrap_or_else(|| "unknown".into()),
-            _ => ask.tool.clone(),
+        let mut waiting = Waiting {
+            chat: self,
+            id: id.clone(),
+            done: false,
         };
         if let Some(tool_use_id) = &ask.tool_use_id {
             self.log.push(EventBody::Tool {
                 tool_use_id: tool_use_id.clone(),
-                name: tool.clone(),
+                name: ask.tool.clone(),
                 status: ToolStatus::AwaitingApproval,
                 input: None,
                 output: None,
@@ -395,54 +519,61 @@ impl Chat {
         self.log.push(EventBody::ApprovalRequested {
             request_id: id.clone(),
             tool_use_id: ask.tool_use_id.clone(),
-            tool: tool.clone(),
-            input: ask.input,
+            tool: ask.tool.clone(),
+            input: shown_input(ask.input),
             source: ask.source,
             reason: ask.reason,
             expires_at: tether_durable::time::rfc3339(expires),
             default: self.settings.approval_default,
             role,
         });
-        info!(request = %id, %tool, "waiting for an approval");
+        info!(request = %id, tool = %ask.tool, "waiting for an approval");
         let (decision, reason, answered_by) = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(answer)) => answer,
             // Timed out (or the session is ending): the default, unless an answer won the race.
             _ => self.expire(&id, Answerer::Timeout),
         };
-        if answered_by == Answerer::SessionEnded {
-            // Logged by `end_approvals`; the session is over.
-            return Verdict {
-                decision,
-                reason,
-                answered_by,
-            };
+        waiting.done = true;
+        let verdict = Verdict {
+            decision,
+            reason,
+            answered_by,
+        };
+        if verdict.answered_by == Answerer::SessionEnded {
+            // Logged by `end_approvals`, before the session's last event.
+            return verdict;
         }
         self.log.push(EventBody::ApprovalAnswered {
             request_id: id,
             decision,
-            reason: reason.clone(),
-            answered_by: answered_by.clone(),
+            reason: verdict.reason.clone(),
+            answered_by: verdict.answered_by.clone(),
         });
-        // An allowed call runs now; a denied one shows as denied when the agent reports the
-        // refusal (the caller tells its normalizer why), so each status appears once.
-        if let (Some(tool_use_id), Decision::Allow) = (ask.tool_use_id, decision) {
-            self.log.push(EventBody::Tool {
-                tool_use_id,
-                name: tool,
-                status: ToolStatus::Running,
-                input: None,
-                output: None,
-                reason: None,
-            });
+        match (ask.tool_use_id, decision) {
+            // An allowed call runs now; a denied one shows as denied when the agent reports
+            // the refusal, so each status appears once.
+            (Some(tool_use_id), Decision::Allow) => {
+                self.log.push(EventBody::Tool {
+                    tool_use_id,
+                    name: ask.tool,
+                    status: ToolStatus::Running,
+                    input: None,
+                    output: None,
+                    reason: None,
+                });
+            }
+            (Some(tool_use_id), Decision::Deny) if ask.source == ApprovalSource::Guardrail => {
+                if let Ok(mut d) = self.denials.lock() {
+                    d.push((tool_use_id, verdict.denial()));
+                }
+            }
+            _ => {}
         }
-        Verdict {
-            decision,
-            reason,
-            answered_by,
-        }
+        verdict
     }
 
-    /// Ends a pending request with the default (its timeout, or the session's end).
+    /// Ends a pending request with the default (its timeout, its withdrawal, or the session's
+    /// end), unless it was answered already: then that answer.
     fn expire(&self, id: &str, by: Answerer) -> (Decision, Option<String>, Answerer) {
         let default = self.settings.approval_default;
         let Ok(mut a) = self.approvals.lock() else {
@@ -452,7 +583,6 @@ impl Chat {
             a.remember(id.to_owned(), default, by.clone());
             return (default, None, by);
         }
-        // Answered just as the time ran out: that answer stands.
         a.answered
             .iter()
             .find(|(i, ..)| i == id)
@@ -505,46 +635,54 @@ impl Chat {
         }
     }
 
-    /// Ends every waiting approval: the session is over.
+    /// Ends every waiting approval, logging each: the session is over.
     fn end_approvals(&self) {
-        let pending: Vec<(String, Pending)> = self
-            .approvals
-            .lock()
-            .map(|mut a| a.pending.drain().collect())
-            .unwrap_or_default();
+        let default = self.settings.approval_default;
+        let Ok(mut a) = self.approvals.lock() else {
+            return;
+        };
+        let pending: Vec<(String, Pending)> = a.pending.drain().collect();
         for (id, p) in pending {
-            let d = self.settings.approval_default;
-            if let Ok(mut a) = self.approvals.lock() {
-                a.remember(id.clone(), d, Answerer::SessionEnded);
-            }
-            // Logged here, before the session's last event; the waiter logs nothing more.
+            a.remember(id.clone(), default, Answerer::SessionEnded);
             self.log.push(EventBody::ApprovalAnswered {
                 request_id: id,
-                decision: d,
+                decision: default,
                 reason: None,
                 answered_by: Answerer::SessionEnded,
             });
-            let _ = p.answer.send((d, None, Answerer::SessionEnded));
+            let _ = p.answer.send((default, None, Answerer::SessionEnded));
         }
     }
 
-    /// Logs a normalized event (remembering tool names for later approvals).
+    /// Logs a normalized event, a tool call's input cut to what events show.
     fn emit(&self, body: EventBody) {
-        if let EventBody::Tool {
-            tool_use_id, name, ..
-        } = &body
-            && let Ok(mut tools) = self.tools.lock()
-        {
-            tools.insert(tool_use_id.clone(), name.clone());
-        }
+        let body = match body {
+            EventBody::Tool {
+                tool_use_id,
+                name,
+                status,
+                input: Some(input),
+                output,
+                reason,
+            } => EventBody::Tool {
+                tool_use_id,
+                name,
+                status,
+                input: Some(shown_input(input)),
+                output,
+                reason,
+            },
+            other => other,
+        };
         self.log.push(body);
     }
 
     /// Runs the conversation until the agent exits, `stop` fires, or it sits idle past the
-    /// idle timeout. Waiting approvals end with the session.
-    pub async fn drive(self: &Arc<Self>, start: Start<'_>, stop: &Notify) -> Exit {
+    /// idle timeout; Err when the agent could not be started at all. Waiting approvals end
+    /// with the session.
+    pub async fn drive(self: &Arc<Self>, start: Start<'_>, stop: &Notify) -> Result<Exit, String> {
         let Some(mut inbox) = self.inbox_rx.lock().await.take() else {
-            return (-1, Some("driven twice".into()));
+            return Err("the conversation was already driven".into());
         };
         let protocol = start.preset.chat.as_ref().map(|c| c.protocol);
         let exit = match protocol {
@@ -552,14 +690,14 @@ impl Chat {
                 self.drive_claude(&start, &mut inbox, stop).await
             }
             Some(ChatProtocol::CodexJson) => self.drive_codex(&start, &mut inbox, stop).await,
-            None => (-1, Some("the preset has no chat mode".into())),
+            None => Err("the preset has no chat mode".into()),
         };
         inbox.close();
         self.end_approvals();
         exit
     }
 
-    fn spawn(&self, start: &Start<'_>, args: &[String]) -> std::io::Result<tokio::process::Child> {
+    fn spawn(&self, start: &Start<'_>, args: &[String]) -> Result<Running, String> {
         let mut cmd = tokio::process::Command::new(&start.program);
         cmd.args(args)
             .current_dir(&self.worktree)
@@ -570,7 +708,32 @@ impl Chat {
             .kill_on_drop(true);
         #[cfg(unix)]
         cmd.process_group(0);
-        cmd.spawn()
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("could not start the agent: {e}"))?;
+        let (lines_tx, lines) = mpsc::channel::<Line>(256);
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(read_lines(out, lines_tx));
+        }
+        let stderr = child.stderr.take().map(|e| tokio::spawn(tail(e)));
+        let stdin = child.stdin.take();
+        Ok(Running {
+            pid: child.id(),
+            child,
+            lines,
+            stderr,
+            stdin,
+            exit: None,
+            stopped: false,
+        })
+    }
+
+    /// A line the agent wrote that is not one: an error event.
+    fn too_long(&self, n: usize) {
+        self.log.push(EventBody::Error {
+            message: format!("the agent wrote a line of more than {n} bytes; skipped"),
+            code: Some("line_too_long".into()),
+        });
     }
 
     async fn drive_claude(
@@ -578,48 +741,46 @@ impl Chat {
         start: &Start<'_>,
         inbox: &mut mpsc::Receiver<String>,
         stop: &Notify,
-    ) -> Exit {
-        let Some((_, launch)) = start.preset.chat_launch(None, None, start.mcp) else {
-            return (-1, Some("the preset has no chat mode".into()));
-        };
-        let mut child = match self.spawn(start, &launch.args) {
-            Ok(c) => c,
-            Err(e) => return self.failed_to_start(&e),
-        };
+    ) -> Result<Exit, String> {
+        let (_, launch) = start
+            .preset
+            .chat_launch(None, None, start.mcp)
+            .ok_or("the preset has no chat mode")?;
+        let mut agent = self.spawn(start, &launch.args)?;
         let (stdin_tx, stdin_rx) = mpsc::channel::<String>(INBOX);
-        let writer = child
+        let writer = agent
             .stdin
             .take()
             .map(|s| tokio::spawn(write_lines(s, stdin_rx)));
-        let (lines_tx, mut lines) = mpsc::channel::<Line>(256);
-        if let Some(out) = child.stdout.take() {
-            tokio::spawn(read_lines(out, lines_tx));
-        }
-        let stderr = child.stderr.take().map(|e| tokio::spawn(tail(e)));
         let mut normalizer = claude::Normalizer::new(&start.preset.name);
         let mut stdin = Some(stdin_tx);
-        let mut busy = false;
+        // Turns asked for and not ended yet: idle only counts with none.
+        let mut turns = 0usize;
         if let Some(prompt) = start.prompt.as_deref() {
             self.first_prompt(prompt);
             if let Some(s) = &stdin {
                 let _ = s.send(claude::user_message(prompt)).await;
             }
-            busy = true;
+            turns += 1;
         }
         let (verdicts_tx, mut verdicts) = mpsc::channel::<(claude::PermissionRequest, Verdict)>(16);
         let idle = tokio::time::sleep(self.settings.idle_timeout);
         tokio::pin!(idle);
-        let mut stopped = false;
         let mut output_open = true;
         loop {
             tokio::select! {
-                line = lines.recv(), if output_open => match line {
+                line = agent.lines.recv(), if output_open => match line {
                     Some(Line::Text(line)) => {
+                        if let Ok(mut d) = self.denials.lock() {
+                            for (id, why) in d.drain(..) {
+                                normalizer.denied(&id, &why);
+                            }
+                        }
                         for out in normalizer.line(&line) {
                             match out {
                                 claude::Output::Event(body) => {
                                     if matches!(body, EventBody::TurnEnded { .. }) {
-                                        busy = false;
+                                        turns = turns.saturating_sub(1);
                                         idle.as_mut().reset(tokio::time::Instant::now() + self.settings.idle_timeout);
                                     }
                                     self.emit(body);
@@ -645,10 +806,7 @@ impl Chat {
                             }
                         }
                     }
-                    Some(Line::TooLong(n)) => self.log.push(EventBody::Error {
-                        message: format!("the agent wrote a line of more than {n} bytes; skipped"),
-                        code: Some("line_too_long".into()),
-                    }),
+                    Some(Line::TooLong(n)) => self.too_long(n),
                     None => output_open = false,
                 },
                 Some((request, verdict)) = verdicts.recv() => {
@@ -670,29 +828,48 @@ impl Chat {
                     if let Some(s) = &stdin {
                         let _ = s.send(claude::user_message(&text)).await;
                     }
-                    busy = true;
+                    turns += 1;
                 }
-                () = &mut idle, if !busy && stdin.is_some() => {
-                    info!("chat idle; ending the conversation");
-                    // The end of its input ends Claude Code's conversation.
-                    stdin = None;
+                () = &mut idle, if turns == 0 && stdin.is_some() => {
+                    // Take no more messages; any already taken still go to the agent.
                     inbox.close();
+                    let mut late = 0;
+                    while let Ok(text) = inbox.try_recv() {
+                        if let Some(s) = &stdin {
+                            let _ = s.send(claude::user_message(&text)).await;
+                        }
+                        late += 1;
+                    }
+                    if late == 0 {
+                        info!("chat idle; ending the conversation");
+                        // The end of its input ends Claude Code's conversation.
+                        stdin = None;
+                    } else {
+                        turns += late;
+                    }
                 }
-                () = stop.notified(), if !stopped => {
-                    stopped = true;
+                () = stop.notified(), if !agent.stopped => {
                     stdin = None;
-                    terminate(&child);
-                    let pid = child.id();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(STOP_GRACE).await;
-                        kill(pid);
-                    });
+                    agent.stop();
                 }
-                status = child.wait(), if !output_open => {
-                    return self.exited(status, stderr, writer).await;
+                status = agent.child.wait(), if agent.exit.is_none() => {
+                    agent.exit = Some(exit_of(status));
+                    break;
                 }
             }
         }
+        // Its last words (Claude's final result can follow its exit by a moment).
+        while let Some(line) = agent.drained().await {
+            for out in normalizer.line(&line) {
+                if let claude::Output::Event(body) = out {
+                    self.emit(body);
+                }
+            }
+        }
+        if let Some(w) = writer {
+            w.abort();
+        }
+        Ok(self.exited(agent).await)
     }
 
     async fn drive_codex(
@@ -700,12 +877,13 @@ impl Chat {
         start: &Start<'_>,
         inbox: &mut mpsc::Receiver<String>,
         stop: &Notify,
-    ) -> Exit {
+    ) -> Result<Exit, String> {
         let mut normalizer = codex::Normalizer::new(&start.preset.name);
         let mut next = start.prompt.clone();
         if let Some(p) = &next {
             self.first_prompt(p);
         }
+        let mut first = true;
         loop {
             let prompt = match next.take() {
                 Some(p) => p,
@@ -713,78 +891,75 @@ impl Chat {
                     tokio::select! {
                         m = inbox.recv() => match m {
                             Some(m) => m,
-                            None => return (0, None),
+                            None => return Ok((0, None)),
                         },
                         () = tokio::time::sleep(self.settings.idle_timeout) => {
                             info!("chat idle; ending the conversation");
-                            return (0, None);
+                            return Ok((0, None));
                         }
-                        () = stop.notified() => return (-1, Some("SIGTERM".into())),
+                        () = stop.notified() => return Ok((-1, Some("SIGTERM".into()))),
                     }
                 }
             };
-            let Some((_, launch)) =
-                start
-                    .preset
-                    .chat_launch(Some(&prompt), normalizer.thread_id(), start.mcp)
-            else {
-                return (-1, Some("the preset has no chat mode".into()));
+            // A long prompt goes on stdin: one argument may hold at most 128 KiB.
+            let on_stdin = prompt.len() > MAX_ARGV_PROMPT;
+            let arg = if on_stdin { "-" } else { prompt.as_str() };
+            let (_, launch) = start
+                .preset
+                .chat_launch(Some(arg), normalizer.thread_id(), start.mcp)
+                .ok_or("the preset has no chat mode")?;
+            let mut agent = match self.spawn(start, &launch.args) {
+                Ok(a) => a,
+                Err(e) if first => return Err(e),
+                Err(e) => {
+                    self.log.push(EventBody::Error {
+                        message: e,
+                        code: Some("turn_failed".into()),
+                    });
+                    continue;
+                }
             };
-            let mut child = match self.spawn(start, &launch.args) {
-                Ok(c) => c,
-                Err(e) => return self.failed_to_start(&e),
-            };
-            drop(child.stdin.take());
-            let (lines_tx, mut lines) = mpsc::channel::<Line>(256);
-            if let Some(out) = child.stdout.take() {
-                tokio::spawn(read_lines(out, lines_tx));
+            first = false;
+            // Otherwise its stdin closes here: Codex reads no prompt from it.
+            if let Some(mut stdin) = agent.stdin.take()
+                && on_stdin
+            {
+                tokio::spawn(async move {
+                    let _ = stdin.write_all(prompt.as_bytes()).await;
+                });
             }
-            let stderr = child.stderr.take().map(|e| tokio::spawn(tail(e)));
-            let mut stopped = false;
             let mut output_open = true;
-            let status = loop {
+            loop {
                 tokio::select! {
-                    line = lines.recv(), if output_open => match line {
+                    line = agent.lines.recv(), if output_open => match line {
                         Some(Line::Text(line)) => {
                             for body in normalizer.line(&line) {
                                 self.emit(body);
                             }
                         }
-                        Some(Line::TooLong(n)) => self.log.push(EventBody::Error {
-                            message: format!("the agent wrote a line of more than {n} bytes; skipped"),
-                            code: Some("line_too_long".into()),
-                        }),
+                        Some(Line::TooLong(n)) => self.too_long(n),
                         None => output_open = false,
                     },
-                    () = stop.notified(), if !stopped => {
-                        stopped = true;
-                        terminate(&child);
-                        let pid = child.id();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(STOP_GRACE).await;
-                            kill(pid);
-                        });
+                    () = stop.notified(), if !agent.stopped => agent.stop(),
+                    status = agent.child.wait() => {
+                        agent.exit = Some(exit_of(status));
+                        break;
                     }
-                    status = child.wait(), if !output_open => break status,
                 }
-            };
-            let (code, signal) = exit_of(status);
-            if stopped {
-                return (code, signal);
             }
-            if code != 0 {
-                let why = match stderr {
-                    Some(t) => t.await.unwrap_or_default(),
-                    None => String::new(),
-                };
-                self.log.push(EventBody::Error {
-                    message: format!("the agent's turn exited with code {code}: {}", why.trim()),
-                    code: Some("turn_failed".into()),
-                });
-                if normalizer.thread_id().is_none() {
-                    // Nothing to resume: the conversation cannot go on.
-                    return (code, signal);
+            while let Some(line) = agent.drained().await {
+                for body in normalizer.line(&line) {
+                    self.emit(body);
                 }
+            }
+            let stopped = agent.stopped;
+            let (code, signal) = self.exited(agent).await;
+            if stopped {
+                return Ok((code, signal));
+            }
+            if code != 0 && normalizer.thread_id().is_none() {
+                // Nothing to resume: the conversation cannot go on.
+                return Ok((code, signal));
             }
         }
     }
@@ -800,50 +975,61 @@ impl Chat {
         });
     }
 
-    fn failed_to_start(&self, e: &std::io::Error) -> Exit {
-        self.log.push(EventBody::Error {
-            message: format!("could not start the agent: {e}"),
-            code: Some("spawn_failed".into()),
-        });
-        (-1, None)
-    }
-
-    async fn exited(
-        &self,
-        status: std::io::Result<std::process::ExitStatus>,
-        stderr: Option<tokio::task::JoinHandle<String>>,
-        writer: Option<tokio::task::JoinHandle<()>>,
-    ) -> Exit {
-        if let Some(w) = writer {
-            w.abort();
-        }
-        let exit = exit_of(status);
+    /// After the agent's exit: anything it left behind in its process group is killed, and a
+    /// failure is logged with the end of its stderr.
+    async fn exited(&self, agent: Running) -> Exit {
+        kill(agent.pid);
+        let exit = agent.exit.unwrap_or((-1, None));
         if exit.0 != 0 && exit.1.is_none() {
-            let why = match stderr {
-                Some(t) => t.await.unwrap_or_default(),
+            let why = match agent.stderr {
+                Some(t) => tokio::time::timeout(DRAIN, t)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default(),
                 None => String::new(),
             };
-            if !why.trim().is_empty() {
-                self.log.push(EventBody::Error {
-                    message: format!("the agent exited with code {}: {}", exit.0, why.trim()),
-                    code: Some("agent_failed".into()),
-                });
-            }
+            self.log.push(EventBody::Error {
+                message: format!("the agent exited with code {}: {}", exit.0, why.trim()),
+                code: Some("agent_failed".into()),
+            });
         }
         exit
     }
 }
 
-/// Why a call was denied, for the agent and the log.
-fn denial(reason: &Option<String>, by: &Answerer) -> String {
-    let who = match by {
-        Answerer::Member { id, .. } => format!("denied by {id}"),
-        Answerer::Timeout => "nobody answered in time; denied by default".to_owned(),
-        Answerer::SessionEnded => "the session ended".to_owned(),
-    };
-    match reason {
-        Some(r) if !r.is_empty() => format!("{who}: {r}"),
-        _ => who,
+/// An agent process and its output.
+struct Running {
+    child: tokio::process::Child,
+    pid: Option<u32>,
+    lines: mpsc::Receiver<Line>,
+    stderr: Option<tokio::task::JoinHandle<String>>,
+    stdin: Option<tokio::process::ChildStdin>,
+    exit: Option<Exit>,
+    stopped: bool,
+}
+
+impl Running {
+    /// SIGTERM to its process group, SIGKILL after [`STOP_GRACE`].
+    fn stop(&mut self) {
+        self.stopped = true;
+        signal(self.pid, nix::sys::signal::Signal::SIGTERM);
+        let pid = self.pid;
+        tokio::spawn(async move {
+            tokio::time::sleep(STOP_GRACE).await;
+            kill(pid);
+        });
+    }
+
+    /// The output's next line after the exit, until its end or [`DRAIN`] has passed.
+    async fn drained(&mut self) -> Option<String> {
+        loop {
+            match tokio::time::timeout(DRAIN, self.lines.recv()).await {
+                Ok(Some(Line::Text(line))) => return Some(line),
+                Ok(Some(Line::TooLong(_))) => continue,
+                Ok(None) | Err(_) => return None,
+            }
+        }
     }
 }
 
@@ -865,24 +1051,16 @@ fn exit_of(status: std::io::Result<std::process::ExitStatus>) -> Exit {
     }
 }
 
-fn terminate(child: &tokio::process::Child) {
+/// Sends `sig` to the process group led by `pid`.
+fn signal(pid: Option<u32>, sig: nix::sys::signal::Signal) {
     #[cfg(unix)]
-    if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), sig);
     }
 }
 
 fn kill(pid: Option<u32>) {
-    #[cfg(unix)]
-    if let Some(pid) = pid {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
 }
 
 /// One line from the agent, or the size of one that was too long to keep.
@@ -1103,6 +1281,72 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_withdrawn_request_ends_logged_and_a_closed_log_takes_nothing_more() {
+        let dir = temp("withdrawn");
+        let c = chat(&dir, ChatSettings::default());
+        let waiting = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.ask(Ask {
+                    tool: "Bash".into(),
+                    input: serde_json::json!({"command": "x".repeat(MAX_INPUT_SHOWN * 2)}),
+                    tool_use_id: None,
+                    source: ApprovalSource::Guardrail,
+                    reason: Some("why".into()),
+                })
+                .await
+            })
+        };
+        let spool = dir.join("spool");
+        let id = loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if let Some(r) = events(&spool)
+                .into_iter()
+                .find(|e| e["type"] == "approval_requested")
+            {
+                // A huge input shows as a preview; the request still goes out.
+                assert_eq!(r["input"]["truncated"], true, "{r}");
+                break r["request_id"].as_str().unwrap().to_owned();
+            }
+        };
+        assert_eq!(EventLog::unanswered(&spool), std::slice::from_ref(&id));
+        // The hook that waited is gone: the request ends, and says so.
+        waiting.abort();
+        let _ = waiting.await;
+        let answered = events(&spool)
+            .into_iter()
+            .find(|e| e["type"] == "approval_answered")
+            .expect("the withdrawal is logged");
+        assert_eq!(answered["answered_by"]["kind"], "withdrawn");
+        assert!(EventLog::unanswered(&spool).is_empty());
+        let late = ApprovalAnswer {
+            session_id: "ses".into(),
+            request_id: id,
+            decision: Decision::Allow,
+            reason: None,
+            answered_by: member("owner"),
+        };
+        assert!(matches!(
+            c.answer(late),
+            ApprovalOutcome::AlreadyAnswered {
+                answered_by: Answerer::Withdrawn,
+                ..
+            }
+        ));
+        // After the last event nothing more is written.
+        c.log.close(EventBody::SessionEnded {
+            status: "exited".into(),
+            exit_code: Some(0),
+            reason: None,
+        });
+        assert!(!c.log.push(EventBody::Title {
+            title: "late".into(),
+            source: "llm".into(),
+        }));
+        assert_eq!(events(&spool).last().unwrap()["type"], "session_ended");
+    }
+
+    #[tokio::test]
     async fn follow_ups_land_their_files_once_and_never_through_a_symlink() {
         let dir = temp("deliver");
         std::fs::create_dir_all(dir.join("worktree")).unwrap();
@@ -1117,7 +1361,7 @@ mod tests {
             }],
             sent_by: "mem_1".into(),
         };
-        let done = c.deliver(msg.clone()).await.unwrap();
+        let done = c.deliver(msg.clone()).unwrap();
         let path = dir.join("worktree").join(&done.attachments[0].path);
         assert_eq!(std::fs::read(&path).unwrap(), b"hi");
         assert!(done.attachments[0].path.ends_with("/notes.txt"));
@@ -1126,7 +1370,7 @@ mod tests {
             "*\n"
         );
         // A retried delivery is the same message: one event, one file.
-        assert_eq!(c.deliver(msg).await.unwrap(), done);
+        assert_eq!(c.deliver(msg).unwrap(), done);
         let users = events(&dir.join("spool"))
             .into_iter()
             .filter(|e| e["type"] == "message")
@@ -1153,6 +1397,6 @@ mod tests {
             sent_by: "mem_1".into(),
         };
         #[cfg(unix)]
-        assert!(c.deliver(msg).await.unwrap_err().contains("symlink"));
+        assert!(c.deliver(msg).unwrap_err().to_string().contains("symlink"));
     }
 }
