@@ -558,6 +558,19 @@ async fn a_chat_session_streams_normalized_events_takes_follow_ups_and_remote_ap
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(replayed, last);
+
+    // And rendered for a person: the conversation, the tools, who answered what.
+    let shown =
+        String::from_utf8(tether_cli(&home, &["chat", &id, "--no-follow"], &url, &key)).unwrap();
+    for wanted in [
+        "echo: please look at the login test",
+        "here are my notes",
+        "git push --force",
+        &format!("allowed by {member}"),
+        "denied by its timeout",
+    ] {
+        assert!(shown.contains(wanted), "{wanted:?} not in:\n{shown}");
+    }
 }
 
 #[tokio::test]
