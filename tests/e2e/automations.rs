@@ -28,22 +28,6 @@ async fn runs(api: &Api) -> Vec<Value> {
     v["data"].as_array().unwrap().clone()
 }
 
-/// Calls an MCP tool with JSON-RPC over HTTP; answers (isError, the JSON in its text).
-async fn tool(api: &Api, name: &str, args: Value) -> (bool, Value) {
-    let req = api
-        .request("POST", "/mcp")
-        .header("accept", "application/json")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                      "params": {"name": name, "arguments": args}}));
-    let (s, v) = api.send(req).await;
-    assert_eq!(s, 200, "{v}");
-    let text = v["result"]["content"][0]["text"].as_str().unwrap();
-    (
-        v["result"]["isError"].as_bool().unwrap_or(false),
-        serde_json::from_str(text).unwrap(),
-    )
-}
-
 /// Waits for the session to run the fake agent with `prompt`, then stops it.
 async fn ran_with(api: &Api, home: &HostHome, id: &str, prompt: &str) {
     poll_until(
@@ -142,14 +126,14 @@ async fn the_cron_runs_due_automations_once_on_a_real_machine_across_dst() {
     );
 
     // Through MCP: a new prompt version, a rollback, a run now and the log.
-    let (err, v) = tool(
+    let (err, v) = crate::mcp_tool(
         &api,
         "automations_set_prompt",
         json!({"automation": "Morning check", "prompt": "Check the build and the flaky tests."}),
     )
     .await;
     assert!(!err && v["version"] == 2, "{v}");
-    let (err, run) = tool(
+    let (err, run) = crate::mcp_tool(
         &api,
         "automations_run",
         json!({"automation": "Morning check"}),
@@ -158,14 +142,14 @@ async fn the_cron_runs_due_automations_once_on_a_real_machine_across_dst() {
     assert!(!err && run["status"] == "dispatched", "{run}");
     let sid3 = run["session_id"].as_str().unwrap().to_owned();
     ran_with(&api, &home, &sid3, "Check the build and the flaky tests.").await;
-    let (_, v) = tool(
+    let (_, v) = crate::mcp_tool(
         &api,
         "automations_set_prompt",
         json!({"automation": "Morning check", "rollback_to": 1}),
     )
     .await;
     assert_eq!(v["prompt"], "Check the overnight build.", "{v}");
-    let (_, logs) = tool(
+    let (_, logs) = crate::mcp_tool(
         &api,
         "automations_logs",
         json!({"automation": "Morning check"}),

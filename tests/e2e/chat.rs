@@ -458,12 +458,17 @@ async fn a_chat_session_streams_normalized_events_takes_follow_ups_and_remote_ap
     assert!(follow_up > first_end, "{all:#?}");
     assert_eq!(all[follow_up]["attachments"][0]["path"], relative);
 
-    // A guardrail policy asks about a force push: that is an approval too, answered here with
-    // `tether approve`; the agent then runs it without asking its own permission again.
-    let (s, v) = api
-        .post(&messages, json!({"text": "ship it\nrun: git push --force"}))
-        .await;
-    assert_eq!(s, 202, "{v}");
+    // Through MCP this time: a guardrail policy asks about a force push; that is an approval
+    // too, answered here with `tether approve`; the agent then runs it without asking its own
+    // permission again.
+    let (failed, sent) = crate::mcp_tool(
+        &api,
+        "sessions_send_message",
+        json!({"session_id": id, "text": "ship it\nrun: git push --force"}),
+    )
+    .await;
+    assert!(!failed, "{sent}");
+    assert!(sent["message_id"].as_str().unwrap().starts_with("msg_"));
     let third = wait_event(&api, &path, "the guardrail's approval", |e| {
         e["type"] == "approval_requested" && e["source"] == "guardrail"
     })

@@ -29,7 +29,8 @@ mod streams;
 mod streams_js;
 mod webhooks;
 
-use tether_tests::{Worker, new_org};
+use serde_json::{Value, json};
+use tether_tests::{Api, Worker, new_org};
 use tokio::sync::OnceCell;
 
 /// One Worker shared by the tests that do not restart it; each test makes its own org(s).
@@ -55,4 +56,20 @@ pub async fn fresh_org(name: &str, prefix: &str) -> (String, String) {
     let s = shared().await;
     let key = new_org(&s.worker.url, &s.owner_key, name, prefix).await;
     (s.worker.url.clone(), key)
+}
+
+/// Calls an MCP tool with JSON-RPC over HTTP; answers (isError, the JSON in its text).
+pub(crate) async fn mcp_tool(api: &Api, name: &str, args: Value) -> (bool, Value) {
+    let req = api
+        .request("POST", "/mcp")
+        .header("accept", "application/json")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": name, "arguments": args}}));
+    let (s, v) = api.send(req).await;
+    assert_eq!(s, 200, "{v}");
+    let text = v["result"]["content"][0]["text"].as_str().unwrap();
+    (
+        v["result"]["isError"].as_bool().unwrap_or(false),
+        serde_json::from_str(text).unwrap(),
+    )
 }

@@ -257,54 +257,62 @@ pub(super) async fn answer_approval(
             "the host answered something this API does not understand",
         )
     })?;
-    match outcome {
-        ApprovalOutcome::Answered { decision, .. } => {
-            org_answer(
-                app,
-                p,
-                OrgOp::RecordApproval {
-                    session_id: s.id,
-                    request_id: request.to_owned(),
-                    decision,
-                    reason,
-                    role: role.to_owned(),
-                },
-            )
-            .await
+    let decision = match outcome {
+        ApprovalOutcome::Answered { decision, .. } => decision,
+        // The same member's same answer again (a retry after a failure on the way back, say)
+        // is answered like the first, and recorded if it was not (the record keeps the first).
+        ApprovalOutcome::AlreadyAnswered {
+            decision,
+            answered_by: Answerer::Member { id, .. },
+        } if decision == input.decision && id == p.member_id => decision,
+        ApprovalOutcome::Unknown => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "approval_not_found",
+                format!("session {} has no approval request {request}", s.id),
+            ));
         }
-        ApprovalOutcome::Unknown => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "approval_not_found",
-            format!("session {} has no approval request {request}", s.id),
-        )),
         ApprovalOutcome::AlreadyAnswered {
             decision,
             answered_by,
-        } => Err(ApiError::conflict(
-            "already_answered",
-            format!(
-                "this request was answered already: {} by {}",
-                match decision {
-                    Decision::Allow => "allowed",
-                    Decision::Deny => "denied",
-                },
-                who(&answered_by)
-            ),
-        )
-        .with_details(serde_json::json!({
-            "decision": decision,
-            "answered_by": answered_by,
-        }))),
-        ApprovalOutcome::RoleTooLow { required } => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "role_too_low",
-            format!(
-                "this request needs the {required} role or higher; you are {}",
-                role
-            ),
-        )
-        .with_details(serde_json::json!({ "required": required }))),
-    }
+        } => {
+            return Err(ApiError::conflict(
+                "already_answered",
+                format!(
+                    "this request was answered already: {} by {}",
+                    match decision {
+                        Decision::Allow => "allowed",
+                        Decision::Deny => "denied",
+                    },
+                    who(&answered_by)
+                ),
+            )
+            .with_details(serde_json::json!({
+                "decision": decision,
+                "answered_by": answered_by,
+            })));
+        }
+        ApprovalOutcome::RoleTooLow { required } => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "role_too_low",
+                format!("this request needs the {required} role or higher; you are {role}"),
+            )
+            .with_details(serde_json::json!({ "required": required })));
+        }
+    };
+    org_answer(
+        app,
+        p,
+        OrgOp::RecordApproval {
+            session_id: s.id,
+            request_id: request.to_owned(),
+            decision,
+            reason,
+            role: role.to_owned(),
+        },
+    )
+    .await
 }
 
 /// The answers members gave a session's approval requests, newest first (at most 200).

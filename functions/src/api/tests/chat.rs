@@ -396,6 +396,18 @@ fn approvals_are_answered_by_members_mapped_and_recorded() {
                "answered_by": {"kind": "member", "id": member, "role": "owner"}})
     );
 
+    // The same member's same answer again (a retry) is the same 200; anyone else's is a 409.
+    set(json!({"outcome": "already_answered", "decision": "deny",
+               "answered_by": {"kind": "member", "id": member, "role": "owner"}}));
+    let (s, again) = approve(&id, &request, json!({"decision": "deny"}));
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(
+        again["answered_at"], r["answered_at"],
+        "the first record stands"
+    );
+    let (s, e) = approve(&id, &request, json!({"decision": "allow"}));
+    assert_eq!((s, code(&e)), (409, "already_answered"), "{e}");
+
     // A second member's answer to another request; the list shows who answered, newest first.
     let admin = add_member(&app, &key, "ad@x.io", "admin");
     let (_, ad) = call(&app, "GET", "/v1/me", Some(&admin), None);
