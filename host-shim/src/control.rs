@@ -255,11 +255,6 @@ pub async fn hook(
     }
     let combined = guardrails.judge(session, event.clone()).await;
     if let protocol::Verdict::Ask(reason) = &combined.verdict {
-        // The hook's input names the call (Claude Code's and Codex's `tool_use_id`), so the
-        // approval shows against it.
-        let tool_use_id = serde_json::from_str::<serde_json::Value>(input)
-            .ok()
-            .and_then(|v| v.get("tool_use_id")?.as_str().map(str::to_owned));
         let (tool, input) = match &event.payload {
             Payload::ToolCall {
                 tool_name,
@@ -273,7 +268,8 @@ pub async fn hook(
         let ask = Ask {
             tool,
             input,
-            tool_use_id,
+            // The approval shows against the call the hook is about.
+            tool_use_id: event.tool_use_id.clone(),
             source: tether_durable::chat::ApprovalSource::Guardrail,
             reason: Some(reason.clone()),
         };

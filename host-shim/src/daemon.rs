@@ -146,9 +146,9 @@ pub async fn run_daemon(daemon: Daemon, shutdown: impl Future<Output = ()>) -> R
         chat: config.chat.clone().unwrap_or_default().settings()?,
         titles: Arc::new(
             if config.chat.as_ref().and_then(|c| c.titles) == Some(false) {
-                crate::titles::Titles::none(reqwest::Client::new())
+                crate::titles::Titles::none()
             } else {
-                crate::titles::Titles::from_env(reqwest::Client::new())
+                crate::titles::Titles::from_env()
             },
         ),
     };

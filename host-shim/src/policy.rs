@@ -771,6 +771,7 @@ mod tests {
             session_id: "s1".into(),
             cwd: "/w/repo".into(),
             permission_mode: None,
+            tool_use_id: None,
             payload: HookPayload::Prompt(text.into()),
         }
     }

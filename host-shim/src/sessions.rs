@@ -566,9 +566,9 @@ impl Sessions {
         let this = self.clone();
         let id = id.to_owned();
         self.spawn(async move {
-            let (title, source) = match this.settings.titles.generate(&prompt).await {
+            let (title, source) = match this.settings.titles.generate(&this.http, &prompt).await {
                 Some(t) => {
-                    this.settings.titles.report(&this.auth, &id, &t).await;
+                    crate::titles::report(&this.http, &this.auth, &id, &t).await;
                     (Some(t), "llm")
                 }
                 None => (tether_durable::chat::fallback_title(&prompt), "fallback"),

@@ -28,23 +28,20 @@ enum Provider {
     OpenAi,
 }
 
-/// The title maker: a provider and key, or none.
+/// The title maker: a provider, its key, endpoint and model; or none. It asks through the
+/// daemon's own HTTP client.
 pub struct Titles {
     provider: Option<(Provider, String, String, String)>,
-    http: reqwest::Client,
 }
 
 impl Titles {
     /// No model: every title is the fallback.
-    pub fn none(http: reqwest::Client) -> Self {
-        Self {
-            provider: None,
-            http,
-        }
+    pub fn none() -> Self {
+        Self { provider: None }
     }
 
     /// From the environment (see the module documentation).
-    pub fn from_env(http: reqwest::Client) -> Self {
+    pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let model = var("TETHER_TITLE_MODEL");
         let provider = if let Some(key) = var("ANTHROPIC_API_KEY") {
@@ -68,16 +65,15 @@ impl Titles {
                 )
             })
         };
-        Self { provider, http }
+        Self { provider }
     }
 
     /// The model's title for `prompt`, cleaned up; None without a model or on any failure.
-    pub async fn generate(&self, prompt: &str) -> Option<String> {
+    pub async fn generate(&self, http: &reqwest::Client, prompt: &str) -> Option<String> {
         let (provider, key, url, model) = self.provider.as_ref()?;
         let prompt: String = prompt.chars().take(PROMPT_CHARS).collect();
         let request = match provider {
-            Provider::Anthropic => self
-                .http
+            Provider::Anthropic => http
                 .post(url)
                 .header("x-api-key", key)
                 .header("anthropic-version", "2023-06-01")
@@ -85,7 +81,7 @@ impl Titles {
                     "model": model, "max_tokens": 40, "system": INSTRUCTIONS,
                     "messages": [{"role": "user", "content": prompt}],
                 })),
-            Provider::OpenAi => self.http.post(url).bearer_auth(key).json(&json!({
+            Provider::OpenAi => http.post(url).bearer_auth(key).json(&json!({
                 "model": model, "max_tokens": 40,
                 "messages": [{"role": "system", "content": INSTRUCTIONS},
                              {"role": "user", "content": prompt}],
@@ -107,42 +103,42 @@ impl Titles {
         .as_str()?;
         clean(text)
     }
+}
 
-    /// Tells the edge (with the host's token); a few tries, then the fallback stays.
-    pub async fn report(&self, auth: &HostAuth, session: &str, title: &str) {
-        let url = format!(
-            "{}/v1/hosts/{}/sessions/{session}/title",
-            auth.server.trim_end_matches('/'),
-            auth.host_id
-        );
-        for attempt in 0..3u32 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_secs(2 << attempt)).await;
+/// Tells the edge a session's title (with the host's token); a few tries, then the fallback
+/// stays.
+pub async fn report(http: &reqwest::Client, auth: &HostAuth, session: &str, title: &str) {
+    let url = format!(
+        "{}/v1/hosts/{}/sessions/{session}/title",
+        auth.server.trim_end_matches('/'),
+        auth.host_id
+    );
+    for attempt in 0..3u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(2 << attempt)).await;
+        }
+        let Ok(token) = auth.token().await else {
+            continue;
+        };
+        match http
+            .put(&url)
+            .bearer_auth(token)
+            .json(&json!({ "title": title }))
+            .timeout(TIMEOUT)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) if r.status().is_client_error() && r.status() != 401 => {
+                warn!(status = %r.status(), "the edge refused the session's title");
+                return;
             }
-            let Ok(token) = auth.token().await else {
-                continue;
-            };
-            match self
-                .http
-                .put(&url)
-                .bearer_auth(token)
-                .json(&json!({ "title": title }))
-                .timeout(TIMEOUT)
-                .send()
-                .await
-            {
-                Ok(r) if r.status().is_success() => return,
-                Ok(r) if r.status().is_client_error() && r.status() != 401 => {
-                    warn!(status = %r.status(), "the edge refused the session's title");
-                    return;
+            Ok(r) => {
+                if r.status() == 401 {
+                    auth.invalidate();
                 }
-                Ok(r) => {
-                    if r.status() == 401 {
-                        auth.invalidate();
-                    }
-                }
-                Err(e) => debug!(error = %e, "reporting a title failed"),
             }
+            Err(e) => debug!(error = %e, "reporting a title failed"),
         }
     }
 }

@@ -779,19 +779,29 @@ pub async fn report(
     session_id: &str,
     req: &Request,
 ) -> Result<Response, ApiError> {
+    host_session_op(app, host, id, req, |update| OrgOp::UpdateSession {
+        id: session_id.to_owned(),
+        host_id: Some(host.host_id.clone()),
+        update,
+    })
+    .await
+}
+
+/// A host's word about one of its own sessions: the body decoded, made the Org object's op,
+/// its answer (the session) passed through.
+async fn host_session_op<B: serde::de::DeserializeOwned>(
+    app: &impl Backend,
+    host: &HostPrincipal,
+    id: &str,
+    req: &Request,
+    op: impl FnOnce(B) -> OrgOp,
+) -> Result<Response, ApiError> {
     own_host(host, id)?;
-    let update: SessionUpdate = h::body(req)?;
-    let body = host_call(
-        app,
-        host,
-        OrgOp::UpdateSession {
-            id: session_id.to_owned(),
-            host_id: Some(host.host_id.clone()),
-            update,
-        },
-    )
-    .await?;
-    Ok(h::json_bytes(StatusCode::OK, body))
+    let body: B = h::body(req)?;
+    Ok(h::json_bytes(
+        StatusCode::OK,
+        host_call(app, host, op(body)).await?,
+    ))
 }
 
 /// The agent of one of the host's running sessions reports its progress (host token; the
@@ -809,19 +819,14 @@ pub async fn progress(
     session_id: &str,
     req: &Request,
 ) -> Result<Response, ApiError> {
-    own_host(host, id)?;
-    let report: ProgressReport = h::body(req)?;
-    let body = host_call(
-        app,
-        host,
+    host_session_op(app, host, id, req, |report: ProgressReport| {
         OrgOp::ReportProgress {
             id: session_id.to_owned(),
             host_id: host.host_id.clone(),
             report,
-        },
-    )
-    .await?;
-    Ok(h::json_bytes(StatusCode::OK, body))
+        }
+    })
+    .await
 }
 
 /// The host names one of its sessions (host token): the small model's title, replacing the
@@ -838,19 +843,14 @@ pub async fn title(
     session_id: &str,
     req: &Request,
 ) -> Result<Response, ApiError> {
-    own_host(host, id)?;
-    let report: TitleReport = h::body(req)?;
-    let body = host_call(
-        app,
-        host,
+    host_session_op(app, host, id, req, |report: TitleReport| {
         OrgOp::SetSessionTitle {
             id: session_id.to_owned(),
             host_id: host.host_id.clone(),
             report,
-        },
-    )
-    .await?;
-    Ok(h::json_bytes(StatusCode::OK, body))
+        }
+    })
+    .await
 }
 
 /// The agent of one of the host's sessions updates the task it was started for (host token;

@@ -47,6 +47,8 @@ pub struct HookEvent {
     pub session_id: String,
     pub cwd: String,
     pub permission_mode: Option<String>,
+    /// The agent's id for the tool call a tool event is about (Claude Code and Codex send it).
+    pub tool_use_id: Option<String>,
     pub payload: Payload,
 }
 
@@ -104,6 +106,7 @@ struct Raw {
     tool_name: Option<String>,
     tool_input: Option<Value>,
     tool_response: Option<Value>,
+    tool_use_id: Option<String>,
     source: Option<String>,
 }
 
@@ -141,6 +144,7 @@ pub fn parse(agent: Agent, input: &[u8]) -> Result<Option<HookEvent>, ProtocolEr
         session_id: raw.session_id.unwrap_or_default(),
         cwd: raw.cwd.unwrap_or_default(),
         permission_mode: raw.permission_mode,
+        tool_use_id: raw.tool_use_id,
         payload,
     }))
 }

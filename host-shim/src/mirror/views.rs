@@ -101,27 +101,11 @@ async fn find_id(
 
 /// Tasks newest first (by number), filtered as `GET /v1/tasks` filters them.
 pub async fn tasks(mirror: &Mirror, q: &TaskQuery) -> Result<Option<Page>, Error> {
-    let Some(limit) = page_limit(q.limit) else {
+    let Some((limit, mut filter)) = page_filter(q.limit, q.cursor.as_deref(), "number", true, true)
+    else {
         return Ok(None);
     };
-    let after = match &q.cursor {
-        Some(c) => match cursor::decode(c).filter(|n| n.parse::<i64>().is_ok()) {
-            Some(n) => Some(n),
-            None => return Ok(None),
-        },
-        None => None,
-    };
     let (statuses, status_staleness) = statuses(mirror).await?;
-    let mut filter = Filter {
-        order: Some(Order {
-            column: "number".into(),
-            numeric: true,
-            descending: true,
-        }),
-        after,
-        limit: Some(limit + 1),
-        ..Filter::default()
-    };
     if let Some(s) = &q.status_id {
         filter = filter.with(Condition::Eq("status_id".into(), s.clone()));
     }
@@ -200,25 +184,10 @@ pub async fn automations(mirror: &Mirror, q: &PageQuery) -> Result<Option<Page>,
 }
 
 async fn by_id(mirror: &Mirror, table: &str, q: &PageQuery) -> Result<Option<Page>, Error> {
-    let Some(limit) = page_limit(q.limit) else {
+    // Oldest first, as the API lists these.
+    let Some((limit, filter)) = page_filter(q.limit, q.cursor.as_deref(), "id", false, false)
+    else {
         return Ok(None);
-    };
-    let after = match &q.cursor {
-        Some(c) => match cursor::decode(c) {
-            Some(id) => Some(id),
-            None => return Ok(None),
-        },
-        None => None,
-    };
-    let filter = Filter {
-        order: Some(Order {
-            column: "id".into(),
-            numeric: false,
-            descending: false,
-        }),
-        after,
-        limit: Some(limit + 1),
-        ..Filter::default()
     };
     let schema = mirror.schema(table).await?;
     let (rows, staleness) = mirror.rows(table, &filter).await?;
@@ -234,25 +203,9 @@ async fn by_id(mirror: &Mirror, table: &str, q: &PageQuery) -> Result<Option<Pag
 
 /// Sessions newest first, filtered as `GET /v1/sessions` filters them.
 pub async fn sessions(mirror: &Mirror, q: &SessionQuery) -> Result<Option<Page>, Error> {
-    let Some(limit) = page_limit(q.limit) else {
+    let Some((limit, mut filter)) = page_filter(q.limit, q.cursor.as_deref(), "id", false, true)
+    else {
         return Ok(None);
-    };
-    let after = match &q.cursor {
-        Some(c) => match cursor::decode(c) {
-            Some(id) => Some(id),
-            None => return Ok(None),
-        },
-        None => None,
-    };
-    let mut filter = Filter {
-        order: Some(Order {
-            column: "id".into(),
-            numeric: false,
-            descending: true,
-        }),
-        after,
-        limit: Some(limit + 1),
-        ..Filter::default()
     };
     if let Some(s) = q.status {
         filter = filter.with(Condition::Eq("status".into(), s.as_str().to_owned()));
@@ -387,6 +340,34 @@ fn page(
 /// The API's page size rule: 1 to 200, default 50 (None: out of range).
 fn page_limit(limit: Option<u32>) -> Option<u32> {
     Some(limit.unwrap_or(PAGE_DEFAULT)).filter(|n| (1..=PAGE_MAX).contains(n))
+}
+
+/// A page's limit and its filter: ordered by `column` (a number when `numeric`), after the
+/// cursor, one row more than the page (to tell whether another follows). None for a limit
+/// out of range or a malformed cursor: the edge answers those.
+fn page_filter(
+    limit: Option<u32>,
+    cursor: Option<&str>,
+    column: &str,
+    numeric: bool,
+    descending: bool,
+) -> Option<(u32, Filter)> {
+    let limit = page_limit(limit)?;
+    let after = match cursor {
+        Some(c) => Some(cursor::decode(c).filter(|v| !numeric || v.parse::<i64>().is_ok())?),
+        None => None,
+    };
+    let filter = Filter {
+        order: Some(Order {
+            column: column.into(),
+            numeric,
+            descending,
+        }),
+        after,
+        limit: Some(limit + 1),
+        ..Filter::default()
+    };
+    Some((limit, filter))
 }
 
 #[cfg(test)]

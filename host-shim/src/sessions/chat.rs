@@ -129,12 +129,24 @@ impl EventLog {
             .read(true)
             .append(true)
             .open(path)?;
-        let text = std::fs::read(path)?;
-        let whole = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        if whole < text.len() {
-            file.set_len(whole as u64)?;
+        // Lines are at most MAX_EVENT bytes: the last line end is within the tail.
+        let len = file.metadata()?.len();
+        let from = len.saturating_sub(MAX_EVENT as u64 + 1);
+        let mut tail = Vec::new();
+        {
+            use std::io::{Read, Seek};
+            let mut reader = &file;
+            reader.seek(std::io::SeekFrom::Start(from))?;
+            reader.read_to_end(&mut tail)?;
         }
-        let (len, _) = watch::channel(whole as u64);
+        let whole = tail
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| from + i as u64 + 1);
+        if whole < len {
+            file.set_len(whole)?;
+        }
+        let (len, _) = watch::channel(whole);
         Ok(Self {
             file: Mutex::new(LogFile {
                 file,

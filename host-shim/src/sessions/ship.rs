@@ -145,10 +145,12 @@ impl Shipper {
     }
 
     /// Where the next batch from `shipped` ends: as far as the spool goes, up to
-    /// [`MAX_BATCH`]; for JSON lines, at the last line end in that range.
+    /// [`MAX_BATCH`]; for JSON lines, at the last line end in that range. The event log
+    /// publishes whole lines, so that is nearly always where the range ends (one byte says
+    /// so); only a batch cut at [`MAX_BATCH`] is read back to its last line end.
     fn batch_end(&self, shipped: i64, spooled: i64) -> Result<i64, ShipError> {
         let end = spooled.min(shipped + MAX_BATCH as i64);
-        if !self.json() || end <= shipped {
+        if !self.json() || end <= shipped || self.read_raw(end - 1, end)? == b"\n" {
             return Ok(end);
         }
         let bytes = self.read_raw(shipped, end)?;
